@@ -1,0 +1,1 @@
+#include "embed/image.h"

@@ -1,0 +1,1 @@
+#include "index/flat_index.h"

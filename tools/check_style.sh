@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Checks the project's own C++ sources: clang-format (80 columns, the
+# tree's .clang-format) and clang-tidy's naming rules. Needs build/ for
+# compile_commands.json (tools/setup.sh makes it).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${FACEVEC_BUILD_DIR:-$root/build}
+cd "$root"
+
+mapfile -t files < <(git ls-files '*.cpp' '*.h')
+if [ ${#files[@]} -eq 0 ]; then
+  exit 0
+fi
+
+clang-format --dry-run --Werror "${files[@]}"
+
+mapfile -t sources < <(printf '%s\n' "${files[@]}" | grep '\.cpp$' \
+  | grep -v '^tests/fuzz/')
+printf '%s\n' "${sources[@]}" \
+  | xargs -P 2 -n 8 clang-tidy -p "$build" --quiet 2>/dev/null \
+  | grep -E 'warning:|error:' && { echo "clang-tidy: naming" >&2; exit 1; }
+echo "style: ok"
