@@ -26,6 +26,9 @@ struct engine_options {
     // threshold. On open: a non-zero dim or non-empty fingerprint must
     // match what is stored.
     storage::db_meta meta;
+    // fsync every write (see storage/store.h, Durability); off, a write
+    // survives a killed process but not a power loss.
+    bool sync = false;
 };
 
 // One face to enroll.
@@ -57,7 +60,7 @@ struct match {
 
 struct query_answer {
     std::optional<std::string> person;  // nullopt: unknown
-    float distance = 0;  // to the nearest face; 0 when the db is empty
+    float distance = 0;      // to the nearest face; 0 when the db is empty
     std::vector<match> top;  // per person, nearest first, at most k
 };
 
@@ -69,10 +72,19 @@ struct engine_stats {
     bool normalized = false;
     float threshold = 0;
     uint64_t disk_bytes = 0;
+    uint64_t indexed = 0;  // faces in the in-memory index; == faces
 };
 
+// The largest k a query accepts; a larger one is invalid_argument.
+inline constexpr int kMaxTopK = 10000;
+
 class engine {
-public:
+  public:
+    // Opens the database at `path` (creating it when o.create_if_missing)
+    // and rebuilds the index from the store in one bulk load. Errors, each
+    // naming the path: not_found (missing), in_use (open in another
+    // process), corruption (unreadable), mismatch (dim or fingerprint
+    // differ from o.meta), invalid_argument (creating with dim 0).
     static result<std::unique_ptr<engine>> open(const std::string &path,
                                                 const engine_options &o);
     ~engine();
@@ -80,34 +92,61 @@ public:
     // Enrolls a batch in one atomic write. Invalid items (wrong dim, NaN or
     // Inf, bad label) are reported in errors and left out; the rest are
     // written together. strict: any invalid item refuses the whole batch
-    // (error_code::invalid_argument naming the first bad item).
+    // (error_code::invalid_argument naming the first bad item). Items with
+    // a content_hash that their person already has (in the database or
+    // earlier in this batch) are skipped. When the database is normalised
+    // (meta().normalized) every embedding is L2-normalised before it is
+    // stored. The batch is in the store before it is in the index; both
+    // happen under the writer lock, so no query sees part of it.
     result<enroll_report> enroll(std::span<const enroll_item> items,
                                  bool strict = false);
 
-    // n queries of dim floats each. k >= 1 persons per answer. threshold:
-    // overrides the database's; a query whose nearest distance is above
-    // it is unknown. Errors: k <= 0, NaN/Inf in a query (names the query).
+    // Checks one item as enroll does (dim, finite values, label, and a
+    // non-zero vector when the database is normalised) without writing.
+    // The message names the item by `position`, person and source.
+    status validate(const enroll_item &item, size_t position) const;
+
+    // n queries of dim floats each, row-major. k in 1..kMaxTopK persons
+    // per answer. threshold: overrides the database's and must be finite
+    // and > 0; a query whose nearest distance is above it is unknown. A
+    // database threshold of 0 means unset: no query is then rejected.
+    // When the database is normalised, queries are L2-normalised first.
+    // Errors: invalid_argument for k out of range, a bad threshold,
+    // NaN/Inf (or an all-zero vector in a normalised database) in a query,
+    // naming the query.
     result<std::vector<query_answer>> query(
         const float *queries, size_t n, int k,
         std::optional<float> threshold = std::nullopt) const;
 
-    // Removes every face of `person`; returns how many. not_found when the
-    // person is unknown.
+    // Removes every face of `person` from the store, then the index;
+    // returns how many. not_found when the person is unknown.
     result<size_t> remove_person(const std::string &person);
+    // Removes one face; not_found naming the id when there is none.
     status remove_face(uint64_t id);
 
+    // Persons in label order after `after` ("" = from the first), at most
+    // `limit`, with their face counts. Empty on a store failure (logged).
     std::vector<std::pair<std::string, uint64_t>> list_persons(
         const std::string &after, size_t limit) const;
 
+    // Thread-safe figures: counts from the store, the index's size.
     engine_stats stats() const;
+
+    // The stored metadata. Not thread-safe against set_threshold (use
+    // stats() for the threshold when others may write).
     const storage::db_meta &meta() const;
+
+    // Sets the database's threshold (squared L2); 0 unsets it. Errors:
+    // invalid_argument when negative or not finite.
     status set_threshold(float threshold);
+
+    // Compacts the store so removed embeddings leave the files now.
     status purge();
 
     // Read access to the store, for export and scans.
     const storage::store &store() const;
 
-private:
+  private:
     struct impl;
     explicit engine(std::unique_ptr<impl> p);
     std::unique_ptr<impl> impl_;

@@ -23,27 +23,34 @@ function(facevec_component name)
   endif()
 endfunction()
 
-# facevec_test(NAME SOURCES a.cpp ... DEPS target ...)
+# facevec_test(NAME SOURCES a.cpp ... DEPS target ... [LABELS l ...])
 #
-# A GoogleTest program registered with ctest test by test. Tests find the
-# LFW folder through FACEVEC_FACES, defaulting to ../shared/faces beside
-# the checkout, and the built CLI through FACEVEC_BIN.
+# A GoogleTest program registered with ctest test by test. The built CLI,
+# the source tree and the default data folders (../shared beside the
+# checkout) are compiled in (tests/test_util.h); FACEVEC_BIN,
+# FACEVEC_FACES and FACEVEC_REFERENCE in the environment override them.
 function(facevec_test name)
   cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest_main
                         GTest::gmock)
   target_compile_options(${name} PRIVATE -Wall -Wextra)
+  target_compile_definitions(${name} PRIVATE
+    FACEVEC_TEST_BIN="$<TARGET_FILE:facevec>"
+    FACEVEC_TEST_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+    FACEVEC_TEST_FACES="${PROJECT_SOURCE_DIR}/../shared/faces"
+    FACEVEC_TEST_REFERENCE="${PROJECT_SOURCE_DIR}/../shared/reference")
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 600)
   endif()
+  # An empty LABELS value would make LABELS swallow the next key.
+  set(label_args)
+  if(ARG_LABELS)
+    set(label_args LABELS "${ARG_LABELS}")
+  endif()
   gtest_discover_tests(${name}
     DISCOVERY_TIMEOUT 60
-    PROPERTIES
-      TIMEOUT ${ARG_TIMEOUT}
-      LABELS "${ARG_LABELS}"
-      ENVIRONMENT
-        "FACEVEC_BIN=$<TARGET_FILE:facevec>;FACEVEC_SOURCE_DIR=${PROJECT_SOURCE_DIR};FACEVEC_DEFAULT_FACES=${PROJECT_SOURCE_DIR}/../shared/faces;FACEVEC_DEFAULT_REFERENCE=${PROJECT_SOURCE_DIR}/../shared/reference")
+    PROPERTIES TIMEOUT ${ARG_TIMEOUT} ${label_args})
 endfunction()
 
 # facevec_bench(NAME SOURCES a.cpp ... DEPS target ...)

@@ -20,7 +20,9 @@ std::atomic<std::shared_ptr<spdlog::logger>> &current() {
 
 }  // namespace
 
-std::shared_ptr<spdlog::logger> logger() { return current().load(); }
+std::shared_ptr<spdlog::logger> logger() {
+    return current().load();
+}
 
 void set_logger(std::shared_ptr<spdlog::logger> l) {
     current().store(l ? std::move(l) : silent_logger());

@@ -15,23 +15,23 @@ namespace facevec {
 
 enum class error_code {
     ok = 0,
-    invalid_argument,   // bad input from the caller: NaN, wrong dim, k <= 0
-    not_found,          // unknown person, face, file or database
-    already_exists,     // create over an existing database
-    mismatch,           // database made with another dim, model or schema
-    corruption,         // unreadable or inconsistent stored data
-    io_error,           // the file system failed
-    in_use,             // the database is open in another process
-    unsupported,        // a format or feature facevec does not handle
-    resource_exhausted, // over a documented limit (pixels, body size)
-    internal,           // a library failed in a way we did not expect
+    invalid_argument,    // bad input from the caller: NaN, wrong dim, k <= 0
+    not_found,           // unknown person, face, file or database
+    already_exists,      // create over an existing database
+    mismatch,            // database made with another dim, model or schema
+    corruption,          // unreadable or inconsistent stored data
+    io_error,            // the file system failed
+    in_use,              // the database is open in another process
+    unsupported,         // a format or feature facevec does not handle
+    resource_exhausted,  // over a documented limit (pixels, body size)
+    internal,            // a library failed in a way we did not expect
 };
 
 // The stable lower-case name of a code, e.g. "invalid_argument".
 const char *error_code_name(error_code code);
 
 class [[nodiscard]] status {
-public:
+  public:
     status() = default;
     status(error_code code, std::string message)
         : code_(code), message_(std::move(message)) {}
@@ -49,7 +49,7 @@ public:
     // Prefixes the message with context, e.g. the file being read.
     status with_context(const std::string &context) const;
 
-private:
+  private:
     error_code code_ = error_code::ok;
     std::string message_;
 };
@@ -73,7 +73,7 @@ inline status io_error(std::string m) {
 // A value of T, or the status saying why there is none.
 template <typename T>
 class [[nodiscard]] result {
-public:
+  public:
     result(T value) : v_(std::move(value)) {}
     result(status error) : v_(std::move(error)) {
         if (std::get<status>(v_).is_ok()) {
@@ -97,7 +97,7 @@ public:
         return is_ok() ? status::ok() : std::get<status>(v_);
     }
 
-private:
+  private:
     std::variant<T, status> v_;
 };
 
@@ -110,19 +110,19 @@ namespace internal {
 
 // Checks an invariant in every build type; aborts with the expression,
 // place and detail when it does not hold. Not for user errors.
-#define FACEVEC_ASSERT(cond, detail)                                       \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            ::facevec::internal::assert_failed(#cond, __FILE__, __LINE__,  \
-                                               (detail));                  \
-        }                                                                  \
+#define FACEVEC_ASSERT(cond, detail)                                      \
+    do {                                                                  \
+        if (!(cond)) {                                                    \
+            ::facevec::internal::assert_failed(#cond, __FILE__, __LINE__, \
+                                               (detail));                 \
+        }                                                                 \
     } while (0)
 
 // Returns the status from the enclosing function when it is an error.
-#define FACEVEC_RETURN_IF_ERROR(expr)            \
-    do {                                         \
-        ::facevec::status facevec_st_ = (expr);  \
-        if (!facevec_st_.is_ok()) {              \
-            return facevec_st_;                  \
-        }                                        \
+#define FACEVEC_RETURN_IF_ERROR(expr)           \
+    do {                                        \
+        ::facevec::status facevec_st_ = (expr); \
+        if (!facevec_st_.is_ok()) {             \
+            return facevec_st_;                 \
+        }                                       \
     } while (0)

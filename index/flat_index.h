@@ -31,10 +31,12 @@ struct hit {
 // returned top-k equals the f32 answer.
 enum class storage_kind { f32, bf16, fp16 };
 
+// The instruction set of the small-batch scan, see index/scan.h.
+enum class scan_isa;
+
 class flat_index {
-public:
-    explicit flat_index(uint32_t dim,
-                        storage_kind storage = storage_kind::f32);
+  public:
+    explicit flat_index(uint32_t dim, storage_kind storage = storage_kind::f32);
     ~flat_index();
 
     uint32_t dim() const;
@@ -50,18 +52,44 @@ public:
     size_t remove(std::span<const uint64_t> ids);
 
     // Top-k persons for each of n queries (n x dim floats). Result i holds
-    // at most k hits, nearest first, one per person, fewer when fewer
-    // persons are stored. REQUIRES: k >= 1.
-    std::vector<std::vector<hit>> search_persons(const float *queries,
-                                                 size_t n, size_t k) const;
+    // at most k hits, nearest first, one per person (its nearest face),
+    // fewer when fewer persons are stored; none when the index is empty.
+    // Exact: distances are recomputed in double and ties ordered by face
+    // id, so a query gets the same answer alone or in any batch, on any
+    // path. REQUIRES: k >= 1 (asserted).
+    std::vector<std::vector<hit>> search_persons(const float *queries, size_t n,
+                                                 size_t k) const;
 
-    // Top-k faces for each query (no per-person grouping).
-    std::vector<std::vector<hit>> search_faces(const float *queries,
-                                               size_t n, size_t k) const;
+    // Top-k faces for each query (no per-person grouping), with the same
+    // guarantees as search_persons.
+    std::vector<std::vector<hit>> search_faces(const float *queries, size_t n,
+                                               size_t k) const;
 
     const std::string &person_name(uint32_t person) const;
 
-private:
+    storage_kind storage() const;
+
+    // Persons with at least one face held.
+    uint64_t person_count() const;
+
+    // OpenMP threads one search call may use; 0 (the default) means
+    // omp_get_max_threads() at call time. Not to be called while another
+    // thread searches.
+    void set_threads(int threads);
+
+    // The instruction set of the small-batch scan; scan_isa::automatic
+    // (the default) honours FACEVEC_SCAN, then takes the best the CPU has.
+    // Not to be called while another thread searches.
+    void set_scan_isa(scan_isa isa);
+
+    // Batches of at least this many queries are searched by FAISS (BLAS
+    // matrix product), smaller ones by facevec's scan; the default is the
+    // measured crossover (see flat_index.cpp). 1 sends every batch to
+    // FAISS. Same answers either way. Not to be called while another
+    // thread searches.
+    void set_faiss_min_batch(size_t batch);
+
+  private:
     struct impl;
     std::unique_ptr<impl> impl_;
 };

@@ -1,1 +1,1063 @@
 #include "storage/store.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <system_error>
+#include <thread>
+
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
+#include <rocksdb/snapshot.h>
+#include <rocksdb/table.h>
+#include <rocksdb/transaction_log.h>
+#include <rocksdb/write_batch.h>
+
+#include "common/log.h"
+#include "storage/codec.h"
+
+namespace facevec::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Indexes of the column family handles; the order of kFamilyNames.
+enum family : size_t {
+    default_family,
+    meta_family,
+    vectors_family,
+    faces_family,
+    persons_family,
+    person_counts_family,
+    hashes_family,
+    family_count,
+};
+
+const std::array<std::string, family_count> kFamilyNames = {
+    rocksdb::kDefaultColumnFamilyName, internal::kMetaFamily,
+    internal::kVectorsFamily,          internal::kFacesFamily,
+    internal::kPersonsFamily,          internal::kPersonCountsFamily,
+    internal::kHashesFamily,
+};
+
+constexpr uint32_t kMaxDim = 1u << 16;
+constexpr uint64_t kFirstId = 1;
+constexpr uint8_t kMetricL2 = 0;
+constexpr int kMaxBackgroundJobs = 2;
+// Vectors are read in bulk: large blocks keep the index small.
+constexpr size_t kVectorBlockBytes = 64 << 10;
+constexpr int kBloomBitsPerKey = 10;
+// Ids below 2^32 share these leading key bytes, hence one insert hint.
+constexpr size_t kIdHintPrefixBytes = 4;
+constexpr size_t kScanReadaheadBytes = 4 << 20;
+// Batch bytes reserved per face beside its vector: keys and metadata.
+constexpr size_t kFaceOverheadBytes = 160;
+constexpr auto kPurgeWaitLimit = std::chrono::seconds(30);
+constexpr auto kPurgePollInterval = std::chrono::milliseconds(5);
+constexpr const char *kCurrentFileName = "CURRENT";
+constexpr const char *kSstSuffix = ".sst";
+constexpr const char *kWalSuffix = ".log";
+
+rocksdb::ColumnFamilyOptions family_options(size_t f) {
+    rocksdb::ColumnFamilyOptions o;
+    rocksdb::BlockBasedTableOptions table;
+    if (f == vectors_family) {
+        // Float32 embeddings do not compress; skip the CPU cost.
+        o.compression = rocksdb::kNoCompression;
+        table.block_size = kVectorBlockBytes;
+    }
+    if (f == vectors_family || f == faces_family) {
+        // New ids only grow: a memtable insert lands right after the
+        // previous one, which the hint finds without a skiplist search.
+        o.memtable_insert_with_hint_prefix_extractor.reset(
+            rocksdb::NewFixedPrefixTransform(kIdHintPrefixBytes));
+    }
+    if (f == person_counts_family || f == hashes_family) {
+        // Point lookups on every enroll (counts) and resume (hashes).
+        table.filter_policy.reset(
+            rocksdb::NewBloomFilterPolicy(kBloomBitsPerKey));
+    }
+    o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+    return o;
+}
+
+rocksdb::DBOptions db_options() {
+    rocksdb::DBOptions o;
+    o.max_background_jobs = kMaxBackgroundJobs;
+    // A recycled or archived WAL would keep removed embeddings on disk.
+    o.recycle_log_file_num = 0;
+    o.WAL_ttl_seconds = 0;
+    o.WAL_size_limit_MB = 0;
+    o.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+    return o;
+}
+
+std::string quoted(const std::string &s) {
+    return "'" + s + "'";
+}
+
+// RocksDB (7.x) reports a held LOCK file as an IO error: "While lock
+// file: ..." when another process holds it, "lock hold by current
+// process" when this one does.
+bool is_lock_error(const rocksdb::Status &s) {
+    if (!s.IsIOError())
+        return false;
+    std::string m = s.ToString();
+    return m.find("lock file") != std::string::npos ||
+           m.find("lock hold") != std::string::npos;
+}
+
+bool is_lock_held_here(const rocksdb::Status &s) {
+    return s.ToString().find("current process") != std::string::npos;
+}
+
+// Converts a failed RocksDB call; `what` names the database and the step.
+status from_rocksdb(const rocksdb::Status &s, const std::string &what) {
+    if (s.ok())
+        return status::ok();
+    std::string message = what + ": " + s.ToString();
+    if (s.IsCorruption())
+        return corruption(message);
+    if (s.IsIOError())
+        return io_error(message);
+    if (s.IsNotFound())
+        return not_found(message);
+    return {error_code::internal, message};
+}
+
+int64_t now_us() {
+    using namespace std::chrono;
+    return duration_cast<microseconds>(system_clock::now().time_since_epoch())
+        .count();
+}
+
+bool is_valid_threshold(float t) {
+    return std::isfinite(t) && t >= 0.0f;
+}
+
+// The open RocksDB instance and its column family handles.
+struct db_handles {
+    rocksdb::DB *db = nullptr;
+    std::vector<rocksdb::ColumnFamilyHandle *> all;
+    std::array<rocksdb::ColumnFamilyHandle *, family_count> cf{};
+
+    db_handles() = default;
+    db_handles(const db_handles &) = delete;
+    db_handles &operator=(const db_handles &) = delete;
+    ~db_handles() {
+        if (db == nullptr)
+            return;
+        for (rocksdb::ColumnFamilyHandle *h : all) {
+            db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+        }
+        db->Close().PermitUncheckedError();
+        delete db;
+    }
+};
+
+size_t family_index(const std::string &name) {
+    for (size_t i = 0; i < family_count; ++i) {
+        if (kFamilyNames[i] == name)
+            return i;
+    }
+    return family_count;
+}
+
+// Opens the RocksDB database in `dir` with every family it has.
+status open_rocksdb(const fs::path &dir, const std::string &shown,
+                    const std::vector<std::string> &names, db_handles &h) {
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    for (const std::string &name : names) {
+        size_t f = family_index(name);
+        descriptors.emplace_back(name, f < family_count
+                                           ? family_options(f)
+                                           : rocksdb::ColumnFamilyOptions());
+    }
+
+    rocksdb::Status s = rocksdb::DB::Open(db_options(), dir.string(),
+                                          descriptors, &h.all, &h.db);
+    if (is_lock_error(s)) {
+        return {error_code::in_use,
+                "database in use: " + shown +
+                    (is_lock_held_here(s) ? " is already open in this process"
+                                          : " is open in another process")};
+    }
+    if (!s.ok()) {
+        return corruption("cannot open database " + shown + ": " +
+                          s.ToString());
+    }
+
+    for (size_t i = 0; i < names.size(); ++i) {
+        size_t f = family_index(names[i]);
+        if (f < family_count)
+            h.cf[f] = h.all[i];
+    }
+    return status::ok();
+}
+
+// The metadata batch that makes an empty RocksDB database a facevec one.
+void put_initial_meta(rocksdb::WriteBatch &b, rocksdb::ColumnFamilyHandle *meta,
+                      const db_meta &m) {
+    uint32_t threshold_bits = 0;
+    std::memcpy(&threshold_bits, &m.threshold, sizeof threshold_bits);
+    b.Put(meta, internal::kMetaSchemaVersion,
+          internal::encode_u32(kSchemaVersion));
+    b.Put(meta, internal::kMetaDim, internal::encode_u32(m.dim));
+    b.Put(meta, internal::kMetaMetric, std::string(1, char(kMetricL2)));
+    b.Put(meta, internal::kMetaFingerprint, m.model_fingerprint);
+    b.Put(meta, internal::kMetaNormalized,
+          std::string(1, char(m.normalized ? 1 : 0)));
+    b.Put(meta, internal::kMetaThreshold, internal::encode_u32(threshold_bits));
+    b.Put(meta, internal::kMetaNextId, internal::encode_u64(kFirstId));
+    b.Put(meta, internal::kMetaFaceCount, internal::encode_u64(0));
+    b.Put(meta, internal::kMetaPersonCount, internal::encode_u64(0));
+}
+
+status check_new_meta(const db_meta &m, const std::string &shown) {
+    std::string what = "cannot create database " + shown + ": ";
+    if (m.dim == 0 || m.dim > kMaxDim) {
+        return invalid_argument(what + "dim " + std::to_string(m.dim) +
+                                " is not in 1.." + std::to_string(kMaxDim));
+    }
+    if (!is_valid_threshold(m.threshold)) {
+        return invalid_argument(what + "threshold " +
+                                std::to_string(m.threshold) +
+                                " is not a finite value >= 0");
+    }
+    return status::ok();
+}
+
+// Creates a complete database in a sibling folder, then renames it to
+// `dir`, so a crash never leaves a half-made database at `dir`. When
+// another process wins the race, its database is kept.
+status create_database(const fs::path &dir, const std::string &shown,
+                       const db_meta &m) {
+    FACEVEC_RETURN_IF_ERROR(check_new_meta(m, shown));
+    std::error_code ec;
+    fs::create_directories(dir.parent_path(), ec);
+    if (ec) {
+        return io_error("cannot create database " + shown + ": " +
+                        ec.message());
+    }
+    fs::path staging = dir;
+    staging += ".creating-" + std::to_string(getpid());
+    fs::remove_all(staging, ec);
+
+    rocksdb::Status s;
+    {
+        rocksdb::DBOptions o = db_options();
+        o.create_if_missing = true;
+        o.create_missing_column_families = true;
+        std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+        for (size_t f = 0; f < family_count; ++f) {
+            descriptors.emplace_back(kFamilyNames[f], family_options(f));
+        }
+        db_handles h;
+        s = rocksdb::DB::Open(o, staging.string(), descriptors, &h.all, &h.db);
+        rocksdb::WriteBatch batch;
+        if (s.ok()) {
+            put_initial_meta(batch, h.all[meta_family], m);
+            rocksdb::WriteOptions wo;
+            wo.sync = true;
+            s = h.db->Write(wo, &batch);
+        }
+    }
+    if (!s.ok()) {
+        fs::remove_all(staging, ec);
+        return from_rocksdb(s, "cannot create database " + shown);
+    }
+
+    fs::rename(staging, dir, ec);
+    if (ec) {
+        fs::remove_all(staging, ec);
+        bool raced = fs::exists(dir / kCurrentFileName);
+        if (!raced) {
+            return io_error("cannot create database " + shown + ": " +
+                            ec.message());
+        }
+    }
+    logger()->info("created database {} (dim {})", shown, m.dim);
+    return status::ok();
+}
+
+// Finds the database folder, creating it when allowed.
+status locate_database(const fs::path &dir, const std::string &shown,
+                       const open_options &opts) {
+    std::error_code ec;
+    fs::file_status st = fs::status(dir, ec);
+    if (st.type() == fs::file_type::not_found) {
+        if (!opts.create_if_missing) {
+            return not_found("database not found: " + shown +
+                             " does not exist");
+        }
+        return create_database(dir, shown, opts.meta);
+    }
+    if (ec) {
+        return io_error("cannot access database " + shown + ": " +
+                        ec.message());
+    }
+    if (!fs::is_directory(st)) {
+        return corruption("not a facevec database: " + shown +
+                          " is not a directory");
+    }
+
+    bool empty = fs::is_empty(dir, ec);
+    if (ec) {
+        return io_error("cannot list database " + shown + ": " + ec.message());
+    }
+    if (empty) {
+        if (!opts.create_if_missing) {
+            return not_found("database not found: " + shown +
+                             " is an empty directory");
+        }
+        return create_database(dir, shown, opts.meta);
+    }
+    if (!fs::exists(dir / kCurrentFileName, ec)) {
+        return corruption("not a facevec database: " + shown +
+                          " has no RocksDB CURRENT file");
+    }
+    return status::ok();
+}
+
+// Fails unless every facevec family is there. RocksDB lists only the
+// default family for some broken MANIFESTs, so a read-only open tells a
+// damaged database from a foreign one.
+status check_families(const fs::path &dir, const std::string &shown,
+                      const std::vector<std::string> &names) {
+    for (const std::string &name : kFamilyNames) {
+        if (std::find(names.begin(), names.end(), name) != names.end()) {
+            continue;
+        }
+        std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+        for (const std::string &n : names) {
+            descriptors.emplace_back(n, rocksdb::ColumnFamilyOptions());
+        }
+        db_handles h;
+        rocksdb::Status s = rocksdb::DB::OpenForReadOnly(
+            db_options(), dir.string(), descriptors, &h.all, &h.db);
+        if (!s.ok()) {
+            return corruption("cannot read database " + shown + ": " +
+                              s.ToString());
+        }
+        return corruption("not a facevec database: " + shown +
+                          " has no column family " + quoted(name));
+    }
+    return status::ok();
+}
+
+}  // namespace
+
+struct store::impl {
+    std::string shown;  // the path as the caller gave it, for messages
+    fs::path dir;
+    db_handles h;
+    db_meta meta;
+    rocksdb::WriteOptions write_options;
+    uint64_t next_id = kFirstId;
+    std::atomic<uint64_t> faces{0};
+    std::atomic<uint64_t> persons{0};
+
+    rocksdb::ColumnFamilyHandle *cf(family f) const { return h.cf[f]; }
+
+    // The value at `key`, nullopt when absent.
+    result<std::optional<std::string>> get(
+        family f, const std::string &key,
+        const rocksdb::Snapshot *snapshot = nullptr) const {
+        rocksdb::ReadOptions ro;
+        ro.snapshot = snapshot;
+        std::string value;
+        rocksdb::Status s = h.db->Get(ro, cf(f), key, &value);
+        if (s.IsNotFound())
+            return std::optional<std::string>();
+        if (!s.ok()) {
+            return from_rocksdb(s, shown + ": reading " + kFamilyNames[f]);
+        }
+        return std::optional<std::string>(std::move(value));
+    }
+
+    status read_meta();
+    status read_meta_u64(const char *key, uint64_t &v) const;
+    status read_meta_u32(const char *key, uint32_t &v) const;
+    status read_meta_byte(const char *key, uint8_t &v) const;
+    status check_against(const open_options &opts) const;
+
+    void put_counters(rocksdb::WriteBatch &b, uint64_t next, uint64_t faces_n,
+                      uint64_t persons_n) const {
+        b.Put(cf(meta_family), internal::kMetaNextId,
+              internal::encode_u64(next));
+        b.Put(cf(meta_family), internal::kMetaFaceCount,
+              internal::encode_u64(faces_n));
+        b.Put(cf(meta_family), internal::kMetaPersonCount,
+              internal::encode_u64(persons_n));
+    }
+
+    status write(rocksdb::WriteBatch &b, const std::string &what) {
+        return from_rocksdb(h.db->Write(write_options, &b),
+                            shown + ": " + what);
+    }
+
+    result<std::vector<uint64_t>> ids_of(const std::string &person) const;
+    result<std::optional<uint64_t>> other_face_with_hash(
+        const face_record &removed) const;
+    status wait_for_obsolete_files() const;
+};
+
+namespace {
+
+std::string missing_meta(const std::string &shown, const char *key) {
+    return shown + ": meta record '" + key + "' is missing";
+}
+
+std::string bad_meta(const std::string &shown, const char *key, size_t size) {
+    return shown + ": meta record '" + key + "' has " + std::to_string(size) +
+           " bytes";
+}
+
+}  // namespace
+
+status store::impl::read_meta_u64(const char *key, uint64_t &v) const {
+    auto got = get(meta_family, key);
+    FACEVEC_RETURN_IF_ERROR(got.error());
+    if (!got.value())
+        return corruption(missing_meta(shown, key));
+    auto decoded = internal::decode_u64(*got.value());
+    if (!decoded)
+        return corruption(bad_meta(shown, key, got.value()->size()));
+    v = *decoded;
+    return status::ok();
+}
+
+status store::impl::read_meta_u32(const char *key, uint32_t &v) const {
+    auto got = get(meta_family, key);
+    FACEVEC_RETURN_IF_ERROR(got.error());
+    if (!got.value())
+        return corruption(missing_meta(shown, key));
+    auto decoded = internal::decode_u32(*got.value());
+    if (!decoded)
+        return corruption(bad_meta(shown, key, got.value()->size()));
+    v = *decoded;
+    return status::ok();
+}
+
+status store::impl::read_meta_byte(const char *key, uint8_t &v) const {
+    auto got = get(meta_family, key);
+    FACEVEC_RETURN_IF_ERROR(got.error());
+    if (!got.value())
+        return corruption(missing_meta(shown, key));
+    if (got.value()->size() != 1) {
+        return corruption(bad_meta(shown, key, got.value()->size()));
+    }
+    v = static_cast<uint8_t>((*got.value())[0]);
+    return status::ok();
+}
+
+// Reads the database-wide metadata; the schema version first, so a newer
+// layout is reported as such rather than as missing records.
+status store::impl::read_meta() {
+    auto version = get(meta_family, internal::kMetaSchemaVersion);
+    FACEVEC_RETURN_IF_ERROR(version.error());
+    if (!version.value()) {
+        return corruption("not a facevec database: " + shown +
+                          " has no schema version");
+    }
+    FACEVEC_RETURN_IF_ERROR(
+        read_meta_u32(internal::kMetaSchemaVersion, meta.schema_version));
+    if (meta.schema_version > kSchemaVersion) {
+        return mismatch("database " + shown + " has schema version " +
+                        std::to_string(meta.schema_version) +
+                        ", expected at most " + std::to_string(kSchemaVersion) +
+                        " (it was written by a newer facevec)");
+    }
+    if (meta.schema_version == 0) {
+        return corruption(shown + ": schema version 0 is not valid");
+    }
+
+    uint8_t metric = 0;
+    uint8_t normalized = 0;
+    uint32_t threshold_bits = 0;
+    uint64_t faces_n = 0;
+    uint64_t persons_n = 0;
+    FACEVEC_RETURN_IF_ERROR(read_meta_u32(internal::kMetaDim, meta.dim));
+    FACEVEC_RETURN_IF_ERROR(read_meta_byte(internal::kMetaMetric, metric));
+    FACEVEC_RETURN_IF_ERROR(
+        read_meta_byte(internal::kMetaNormalized, normalized));
+    FACEVEC_RETURN_IF_ERROR(
+        read_meta_u32(internal::kMetaThreshold, threshold_bits));
+    FACEVEC_RETURN_IF_ERROR(read_meta_u64(internal::kMetaNextId, next_id));
+    FACEVEC_RETURN_IF_ERROR(read_meta_u64(internal::kMetaFaceCount, faces_n));
+    FACEVEC_RETURN_IF_ERROR(
+        read_meta_u64(internal::kMetaPersonCount, persons_n));
+    auto fingerprint = get(meta_family, internal::kMetaFingerprint);
+    FACEVEC_RETURN_IF_ERROR(fingerprint.error());
+    if (!fingerprint.value()) {
+        return corruption(missing_meta(shown, internal::kMetaFingerprint));
+    }
+
+    if (metric != kMetricL2) {
+        return corruption(shown + ": unknown metric " + std::to_string(metric));
+    }
+    if (meta.dim == 0 || meta.dim > kMaxDim) {
+        return corruption(shown + ": stored dim " + std::to_string(meta.dim) +
+                          " is not in 1.." + std::to_string(kMaxDim));
+    }
+    meta.metric = metric_kind::l2;
+    meta.normalized = normalized != 0;
+    std::memcpy(&meta.threshold, &threshold_bits, sizeof meta.threshold);
+    meta.model_fingerprint = std::move(*fingerprint.value());
+    faces = faces_n;
+    persons = persons_n;
+    return status::ok();
+}
+
+status store::impl::check_against(const open_options &opts) const {
+    if (opts.meta.dim != 0 && opts.meta.dim != meta.dim) {
+        return mismatch("database " + shown + " has dim " +
+                        std::to_string(meta.dim) + ", expected " +
+                        std::to_string(opts.meta.dim));
+    }
+    if (!opts.meta.model_fingerprint.empty() &&
+        opts.meta.model_fingerprint != meta.model_fingerprint) {
+        return mismatch("database " + shown +
+                        " was made with model fingerprint " +
+                        quoted(meta.model_fingerprint) + ", expected " +
+                        quoted(opts.meta.model_fingerprint));
+    }
+    return status::ok();
+}
+
+result<std::unique_ptr<store>> store::open(const std::string &path,
+                                           const open_options &opts) {
+    try {
+        auto p = std::make_unique<impl>();
+        p->shown = path;
+        p->dir = fs::absolute(fs::path(path)).lexically_normal();
+        if (!p->dir.has_filename())
+            p->dir = p->dir.parent_path();
+        p->write_options.sync = opts.sync;
+        FACEVEC_RETURN_IF_ERROR(locate_database(p->dir, path, opts));
+
+        std::vector<std::string> names;
+        rocksdb::Status s = rocksdb::DB::ListColumnFamilies(
+            db_options(), p->dir.string(), &names);
+        if (!s.ok()) {
+            return corruption("cannot read database " + path + ": " +
+                              s.ToString());
+        }
+        FACEVEC_RETURN_IF_ERROR(check_families(p->dir, path, names));
+
+        FACEVEC_RETURN_IF_ERROR(open_rocksdb(p->dir, path, names, p->h));
+        FACEVEC_RETURN_IF_ERROR(p->read_meta());
+        FACEVEC_RETURN_IF_ERROR(p->check_against(opts));
+        logger()->debug("opened database {}: {} faces, {} persons", path,
+                        p->faces.load(), p->persons.load());
+        return std::unique_ptr<store>(new store(std::move(p)));
+    } catch (const std::exception &e) {
+        return status(error_code::internal,
+                      "cannot open database " + path + ": " + e.what());
+    }
+}
+
+store::store(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+store::~store() = default;
+
+const db_meta &store::meta() const {
+    return impl_->meta;
+}
+
+status store::set_threshold(float threshold) {
+    if (!is_valid_threshold(threshold)) {
+        return invalid_argument("threshold " + std::to_string(threshold) +
+                                " is not a finite value >= 0");
+    }
+    uint32_t bits = 0;
+    std::memcpy(&bits, &threshold, sizeof bits);
+    rocksdb::WriteBatch b;
+    b.Put(impl_->cf(meta_family), internal::kMetaThreshold,
+          internal::encode_u32(bits));
+    FACEVEC_RETURN_IF_ERROR(impl_->write(b, "setting the threshold"));
+    impl_->meta.threshold = threshold;
+    return status::ok();
+}
+
+namespace {
+
+status check_batch(std::span<const face_record> faces, uint32_t dim) {
+    for (size_t i = 0; i < faces.size(); ++i) {
+        std::string item = "face " + std::to_string(i) + " of the batch";
+        if (faces[i].embedding.size() != dim) {
+            return invalid_argument(item + ": embedding has " +
+                                    std::to_string(faces[i].embedding.size()) +
+                                    " values, expected " + std::to_string(dim));
+        }
+        FACEVEC_RETURN_IF_ERROR(
+            validate_label(faces[i].person).with_context(item));
+    }
+    return status::ok();
+}
+
+}  // namespace
+
+result<std::vector<uint64_t>> store::put_batch(std::span<face_record> faces) {
+    impl &s = *impl_;
+    FACEVEC_RETURN_IF_ERROR(check_batch(faces, s.meta.dim));
+    if (faces.empty())
+        return std::vector<uint64_t>();
+
+    // New face counts of the persons in the batch.
+    std::map<std::string, uint64_t> counts;
+    for (const face_record &f : faces)
+        ++counts[f.person];
+    size_t vector_bytes = size_t{s.meta.dim} * sizeof(float);
+    rocksdb::WriteBatch batch(faces.size() *
+                              (vector_bytes + kFaceOverheadBytes));
+    uint64_t new_persons = 0;
+    for (auto &[person, added] : counts) {
+        auto old = s.get(person_counts_family, person);
+        FACEVEC_RETURN_IF_ERROR(old.error());
+        uint64_t before = 0;
+        if (old.value()) {
+            before = internal::decode_u64(*old.value()).value_or(0);
+        } else {
+            ++new_persons;
+        }
+        batch.Put(s.cf(person_counts_family), person,
+                  internal::encode_u64(before + added));
+    }
+
+    // One record per face in every family, ids in order.
+    std::vector<uint64_t> ids;
+    ids.reserve(faces.size());
+    int64_t now = now_us();
+    for (face_record &f : faces) {
+        uint64_t id = s.next_id + ids.size();
+        std::string key = internal::id_key(id);
+        if (f.enrolled_at_us == 0)
+            f.enrolled_at_us = now;
+        batch.Put(
+            s.cf(vectors_family), key,
+            rocksdb::Slice(reinterpret_cast<const char *>(f.embedding.data()),
+                           vector_bytes));
+        batch.Put(s.cf(faces_family), key, internal::encode_face_meta(f));
+        batch.Put(s.cf(persons_family), internal::person_face_key(f.person, id),
+                  rocksdb::Slice());
+        if (!f.content_hash.empty()) {
+            batch.Put(s.cf(hashes_family),
+                      internal::hash_key(f.person, f.content_hash), key);
+        }
+        ids.push_back(id);
+    }
+    uint64_t next = s.next_id + ids.size();
+    uint64_t faces_n = s.faces + ids.size();
+    uint64_t persons_n = s.persons + new_persons;
+    s.put_counters(batch, next, faces_n, persons_n);
+
+    FACEVEC_RETURN_IF_ERROR(s.write(
+        batch,
+        "writing a batch of " + std::to_string(faces.size()) + " faces"));
+    for (size_t i = 0; i < faces.size(); ++i)
+        faces[i].id = ids[i];
+    s.next_id = next;
+    s.faces = faces_n;
+    s.persons = persons_n;
+    return ids;
+}
+
+result<std::vector<uint64_t>> store::impl::ids_of(
+    const std::string &person) const {
+    std::string prefix = internal::person_prefix(person);
+    std::unique_ptr<rocksdb::Iterator> it(
+        h.db->NewIterator(rocksdb::ReadOptions(), cf(persons_family)));
+    std::vector<uint64_t> ids;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+         it->Next()) {
+        auto id = internal::id_of_person_face_key(it->key().ToStringView());
+        if (!id || it->key().size() != prefix.size() + internal::kIdBytes) {
+            return corruption(shown + ": bad persons key of " + quoted(person));
+        }
+        ids.push_back(*id);
+    }
+    FACEVEC_RETURN_IF_ERROR(from_rocksdb(
+        it->status(), shown + ": listing faces of " + quoted(person)));
+    return ids;
+}
+
+result<std::vector<uint64_t>> store::remove_person(const std::string &person) {
+    impl &s = *impl_;
+    auto ids = s.ids_of(person);
+    FACEVEC_RETURN_IF_ERROR(ids.error());
+    if (ids->empty()) {
+        return not_found("person not found: " + quoted(person));
+    }
+
+    rocksdb::WriteBatch batch;
+    for (uint64_t id : *ids) {
+        std::string key = internal::id_key(id);
+        batch.Delete(s.cf(vectors_family), key);
+        batch.Delete(s.cf(faces_family), key);
+        batch.Delete(s.cf(persons_family),
+                     internal::person_face_key(person, id));
+    }
+    std::string prefix = internal::person_prefix(person);
+    std::unique_ptr<rocksdb::Iterator> it(
+        s.h.db->NewIterator(rocksdb::ReadOptions(), s.cf(hashes_family)));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+         it->Next()) {
+        batch.Delete(s.cf(hashes_family), it->key());
+    }
+    FACEVEC_RETURN_IF_ERROR(from_rocksdb(
+        it->status(), s.shown + ": listing hashes of " + quoted(person)));
+    batch.Delete(s.cf(person_counts_family), person);
+
+    uint64_t faces_n = s.faces - ids->size();
+    uint64_t persons_n = s.persons - 1;
+    s.put_counters(batch, s.next_id, faces_n, persons_n);
+    FACEVEC_RETURN_IF_ERROR(
+        s.write(batch, "removing person " + quoted(person)));
+    s.faces = faces_n;
+    s.persons = persons_n;
+    return std::move(ids).value();
+}
+
+// Another face of the removed face's person with the same content hash.
+result<std::optional<uint64_t>> store::impl::other_face_with_hash(
+    const face_record &removed) const {
+    auto ids = ids_of(removed.person);
+    FACEVEC_RETURN_IF_ERROR(ids.error());
+    for (uint64_t id : *ids) {
+        if (id == removed.id)
+            continue;
+        auto bytes = get(faces_family, internal::id_key(id));
+        FACEVEC_RETURN_IF_ERROR(bytes.error());
+        face_record other;
+        if (bytes.value() &&
+            internal::decode_face_meta(*bytes.value(), other) &&
+            other.content_hash == removed.content_hash) {
+            return std::optional<uint64_t>(id);
+        }
+    }
+    return std::optional<uint64_t>();
+}
+
+status store::remove_face(uint64_t id) {
+    impl &s = *impl_;
+    std::string key = internal::id_key(id);
+    auto bytes = s.get(faces_family, key);
+    FACEVEC_RETURN_IF_ERROR(bytes.error());
+    if (!bytes.value()) {
+        return not_found("face " + std::to_string(id) + " not found");
+    }
+    face_record f;
+    f.id = id;
+    if (!internal::decode_face_meta(*bytes.value(), f)) {
+        return corruption(s.shown + ": face " + std::to_string(id) +
+                          ": metadata record is corrupt");
+    }
+
+    rocksdb::WriteBatch batch;
+    batch.Delete(s.cf(vectors_family), key);
+    batch.Delete(s.cf(faces_family), key);
+    batch.Delete(s.cf(persons_family), internal::person_face_key(f.person, id));
+
+    // The person's count, and the person itself when this was the last.
+    auto count = s.get(person_counts_family, f.person);
+    FACEVEC_RETURN_IF_ERROR(count.error());
+    uint64_t before =
+        count.value() ? internal::decode_u64(*count.value()).value_or(1) : 1;
+    uint64_t persons_n = s.persons;
+    if (before <= 1) {
+        batch.Delete(s.cf(person_counts_family), f.person);
+        --persons_n;
+    } else {
+        batch.Put(s.cf(person_counts_family), f.person,
+                  internal::encode_u64(before - 1));
+    }
+
+    // The hash entry points at one face; move it to a twin or drop it.
+    if (!f.content_hash.empty()) {
+        std::string hkey = internal::hash_key(f.person, f.content_hash);
+        auto owner = s.get(hashes_family, hkey);
+        FACEVEC_RETURN_IF_ERROR(owner.error());
+        if (owner.value() && *owner.value() == key) {
+            auto twin = s.other_face_with_hash(f);
+            FACEVEC_RETURN_IF_ERROR(twin.error());
+            if (twin.value()) {
+                batch.Put(s.cf(hashes_family), hkey,
+                          internal::id_key(*twin.value()));
+            } else {
+                batch.Delete(s.cf(hashes_family), hkey);
+            }
+        }
+    }
+
+    uint64_t faces_n = s.faces - 1;
+    s.put_counters(batch, s.next_id, faces_n, persons_n);
+    FACEVEC_RETURN_IF_ERROR(
+        s.write(batch, "removing face " + std::to_string(id)));
+    s.faces = faces_n;
+    s.persons = persons_n;
+    return status::ok();
+}
+
+namespace {
+
+// Copies a stored vector into `out` (dim floats); false on a size error.
+bool read_vector(const rocksdb::Slice &value, uint32_t dim, float *out) {
+    if (value.size() != size_t{dim} * sizeof(float))
+        return false;
+    std::memcpy(out, value.data(), value.size());
+    return true;
+}
+
+}  // namespace
+
+status store::scan(const std::function<status(const face_record &)> &fn,
+                   bool with_embedding) const {
+    const impl &s = *impl_;
+    rocksdb::ManagedSnapshot snapshot(s.h.db);
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot.snapshot();
+    ro.readahead_size = kScanReadaheadBytes;
+    std::unique_ptr<rocksdb::Iterator> faces_it(
+        s.h.db->NewIterator(ro, s.cf(faces_family)));
+    std::unique_ptr<rocksdb::Iterator> vectors_it;
+    if (with_embedding) {
+        vectors_it.reset(s.h.db->NewIterator(ro, s.cf(vectors_family)));
+        vectors_it->SeekToFirst();
+    }
+
+    face_record f;
+    for (faces_it->SeekToFirst(); faces_it->Valid(); faces_it->Next()) {
+        auto id = internal::decode_u64(faces_it->key().ToStringView());
+        std::string item =
+            s.shown + ": face " + (id ? std::to_string(*id) : "with a bad key");
+        if (!id ||
+            !internal::decode_face_meta(faces_it->value().ToStringView(), f)) {
+            return corruption(item + ": metadata record is corrupt");
+        }
+        f.id = *id;
+        if (with_embedding) {
+            f.embedding.resize(s.meta.dim);
+            if (!vectors_it->Valid() || vectors_it->key() != faces_it->key() ||
+                !read_vector(vectors_it->value(), s.meta.dim,
+                             f.embedding.data())) {
+                FACEVEC_RETURN_IF_ERROR(from_rocksdb(
+                    vectors_it->status(), item + ": reading the embedding"));
+                return corruption(item + ": embedding missing or not " +
+                                  std::to_string(s.meta.dim) + " floats");
+            }
+            vectors_it->Next();
+        }
+        FACEVEC_RETURN_IF_ERROR(fn(f));
+    }
+    return from_rocksdb(faces_it->status(), s.shown + ": scanning faces");
+}
+
+status store::load_all(std::vector<uint64_t> &ids, std::vector<float> &vectors,
+                       std::vector<std::string> &persons) const {
+    const impl &s = *impl_;
+    rocksdb::ManagedSnapshot snapshot(s.h.db);
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot.snapshot();
+    ro.readahead_size = kScanReadaheadBytes;
+    ro.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> vectors_it(
+        s.h.db->NewIterator(ro, s.cf(vectors_family)));
+    std::unique_ptr<rocksdb::Iterator> faces_it(
+        s.h.db->NewIterator(ro, s.cf(faces_family)));
+
+    size_t dim = s.meta.dim;
+    size_t expected = s.faces;
+    ids.clear();
+    vectors.clear();
+    persons.clear();
+    ids.reserve(expected);
+    vectors.reserve(expected * dim);
+    persons.reserve(expected);
+
+    faces_it->SeekToFirst();
+    for (vectors_it->SeekToFirst(); vectors_it->Valid(); vectors_it->Next()) {
+        auto id = internal::decode_u64(vectors_it->key().ToStringView());
+        std::string person;
+        if (!id || !faces_it->Valid() || faces_it->key() != vectors_it->key() ||
+            !internal::decode_face_person(faces_it->value().ToStringView(),
+                                          person)) {
+            FACEVEC_RETURN_IF_ERROR(
+                from_rocksdb(faces_it->status(), s.shown + ": reading faces"));
+            return corruption(s.shown + ": embedding " +
+                              (id ? std::to_string(*id) : "with a bad key") +
+                              " has no face record");
+        }
+        size_t row = ids.size();
+        vectors.resize((row + 1) * dim);
+        if (!read_vector(vectors_it->value(), s.meta.dim,
+                         vectors.data() + row * dim)) {
+            return corruption(s.shown + ": embedding " + std::to_string(*id) +
+                              " is not " + std::to_string(dim) + " floats");
+        }
+        ids.push_back(*id);
+        persons.push_back(std::move(person));
+        faces_it->Next();
+    }
+    FACEVEC_RETURN_IF_ERROR(
+        from_rocksdb(vectors_it->status(), s.shown + ": loading embeddings"));
+    if (faces_it->Valid()) {
+        return corruption(
+            s.shown + ": face " +
+            std::to_string(internal::decode_u64(faces_it->key().ToStringView())
+                               .value_or(0)) +
+            " has no embedding");
+    }
+    return status::ok();
+}
+
+std::optional<face_record> store::get_face(uint64_t id) const {
+    const impl &s = *impl_;
+    rocksdb::ManagedSnapshot snapshot(s.h.db);
+    std::string key = internal::id_key(id);
+    auto bytes = s.get(faces_family, key, snapshot.snapshot());
+    auto vector = s.get(vectors_family, key, snapshot.snapshot());
+
+    // Limitation: the signature has no status; read errors are logged.
+    status error = bytes.error().is_ok() ? vector.error() : bytes.error();
+    if (!error.is_ok()) {
+        logger()->error("{}", error.to_string());
+        return std::nullopt;
+    }
+    if (!bytes.value())
+        return std::nullopt;
+
+    face_record f;
+    f.id = id;
+    f.embedding.resize(s.meta.dim);
+    if (!internal::decode_face_meta(*bytes.value(), f) || !vector.value() ||
+        !read_vector(*vector.value(), s.meta.dim, f.embedding.data())) {
+        logger()->error("{}: face {}: record is corrupt", s.shown, id);
+        return std::nullopt;
+    }
+    return f;
+}
+
+std::vector<std::pair<std::string, uint64_t>> store::list_persons(
+    const std::string &after, size_t limit) const {
+    const impl &s = *impl_;
+    std::vector<std::pair<std::string, uint64_t>> out;
+    if (limit == 0)
+        return out;
+    std::unique_ptr<rocksdb::Iterator> it(s.h.db->NewIterator(
+        rocksdb::ReadOptions(), s.cf(person_counts_family)));
+    it->Seek(after);
+    if (it->Valid() && !after.empty() && it->key() == after)
+        it->Next();
+    for (; it->Valid() && out.size() < limit; it->Next()) {
+        uint64_t n =
+            internal::decode_u64(it->value().ToStringView()).value_or(0);
+        out.emplace_back(it->key().ToString(), n);
+    }
+    if (!it->status().ok()) {
+        logger()->error("{}: listing persons: {}", s.shown,
+                        it->status().ToString());
+    }
+    return out;
+}
+
+bool store::has_content(const std::string &person,
+                        const std::string &content_hash) const {
+    auto got =
+        impl_->get(hashes_family, internal::hash_key(person, content_hash));
+    if (!got) {
+        logger()->error("{}", got.error().to_string());
+        return false;
+    }
+    return got.value().has_value();
+}
+
+uint64_t store::face_count() const {
+    return impl_->faces;
+}
+uint64_t store::person_count() const {
+    return impl_->persons;
+}
+
+uint64_t store::disk_bytes() const {
+    std::error_code ec;
+    uint64_t total = 0;
+    for (const fs::directory_entry &e :
+         fs::directory_iterator(impl_->dir, ec)) {
+        std::error_code size_ec;
+        uint64_t n = e.is_regular_file(size_ec) ? e.file_size(size_ec) : 0;
+        if (!size_ec)
+            total += n;
+    }
+    return total;
+}
+
+// RocksDB deletes the files a flush or compaction made obsolete right
+// after the job; wait until the folder holds only live SSTs and WAL.
+status store::impl::wait_for_obsolete_files() const {
+    auto deadline = std::chrono::steady_clock::now() + kPurgeWaitLimit;
+    std::string stale;
+    while (true) {
+        std::vector<rocksdb::LiveFileMetaData> live;
+        h.db->GetLiveFilesMetaData(&live);
+        std::unique_ptr<rocksdb::LogFile> wal;
+        FACEVEC_RETURN_IF_ERROR(
+            from_rocksdb(h.db->GetCurrentWalFile(&wal), shown + ": purge"));
+        std::string wal_name = fs::path(wal->PathName()).filename().string();
+
+        stale.clear();
+        std::error_code ec;
+        for (const fs::directory_entry &e : fs::directory_iterator(dir, ec)) {
+            std::string name = e.path().filename().string();
+            bool is_sst = name.ends_with(kSstSuffix);
+            bool is_live = std::any_of(
+                live.begin(), live.end(),
+                [&](const auto &m) { return m.relative_filename == name; });
+            if ((is_sst && !is_live) ||
+                (name.ends_with(kWalSuffix) && name != wal_name)) {
+                stale = name;
+            }
+        }
+        if (ec) {
+            return io_error(shown + ": purge: listing files: " + ec.message());
+        }
+        if (stale.empty())
+            return status::ok();
+        if (std::chrono::steady_clock::now() > deadline)
+            break;
+        std::this_thread::sleep_for(kPurgePollInterval);
+    }
+    return io_error(shown + ": purge: obsolete file " + stale +
+                    " still present after " +
+                    std::to_string(kPurgeWaitLimit.count()) + " s");
+}
+
+status store::purge() {
+    impl &s = *impl_;
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    FACEVEC_RETURN_IF_ERROR(
+        from_rocksdb(s.h.db->Flush(fo, s.h.all), s.shown + ": purge: flush"));
+
+    rocksdb::CompactRangeOptions co;
+    co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    co.exclusive_manual_compaction = true;
+    for (rocksdb::ColumnFamilyHandle *h : s.h.all) {
+        FACEVEC_RETURN_IF_ERROR(
+            from_rocksdb(s.h.db->CompactRange(co, h, nullptr, nullptr),
+                         s.shown + ": purge: compacting " + h->GetName()));
+    }
+    FACEVEC_RETURN_IF_ERROR(s.wait_for_obsolete_files());
+    logger()->info("purged {}: {} bytes on disk", s.shown, disk_bytes());
+    return status::ok();
+}
+
+}  // namespace facevec::storage

@@ -4,6 +4,20 @@
 // model fingerprint, whether embeddings are L2-normalised, the decision
 // threshold) and one record per face. One put_batch is one atomic RocksDB
 // write: after a crash it is wholly present or wholly absent.
+//
+// Durability: every write goes through RocksDB's write-ahead log before it
+// returns, so an acknowledged write survives the process being killed.
+// Without open_options::sync it may be lost on power loss or a kernel
+// crash (the database then opens at an earlier consistent state); with
+// sync, every write is fsync'ed before it returns.
+//
+// Thread-safety: the caller serialises writes (put_batch, remove_*,
+// set_threshold, purge) against each other and against meta(). Every
+// other read (get_face, has_content, list_persons, scan, load_all,
+// face_count, person_count, disk_bytes) may run concurrently with other
+// reads and with a write; a multi-record read sees one consistent state.
+// purge() removes deleted data only once no scan started before it is
+// still running.
 #pragma once
 
 #include <cstdint>
@@ -36,17 +50,19 @@ struct db_meta {
 };
 
 struct face_record {
-    uint64_t id = 0;           // assigned by the store, never reused
-    std::string person;        // UTF-8, 1..kMaxLabelBytes bytes
+    uint64_t id = 0;               // assigned by the store, never reused
+    std::string person;            // UTF-8, 1..kMaxLabelBytes bytes
     std::vector<float> embedding;  // dim floats
-    std::string source;        // a path or a caller-given string
+    std::string source;            // a path or a caller-given string
     std::string model_fingerprint;
     int64_t enrolled_at_us = 0;  // Unix time, microseconds
-    std::string content_hash;  // of the source bytes, for resumable enroll
+    std::string content_hash;    // of the source bytes, for resumable enroll
 };
 
-// Checks a label: non-empty, at most kMaxLabelBytes, valid UTF-8. The
-// message names the reason; the caller adds the item.
+// Checks a label: non-empty, at most kMaxLabelBytes, valid UTF-8 (no
+// overlong forms, surrogates or code points above U+10FFFF) and no NUL
+// byte. invalid_argument otherwise; the message names the reason and the
+// byte offset, the caller adds the item.
 status validate_label(const std::string &label);
 
 struct open_options {
@@ -55,67 +71,102 @@ struct open_options {
     // fingerprint here must match what is stored, or open fails with
     // error_code::mismatch naming both values.
     db_meta meta;
+    // fsync the write-ahead log on every write (see Durability above).
+    bool sync = false;
 };
 
 class store {
-public:
-    // Opens or creates the database at `path`. Fails with in_use when
-    // another process holds it, not_found when it is missing and
-    // create_if_missing is false, corruption when it cannot be read,
-    // mismatch as described in open_options.
+  public:
+    // Opens or creates the database at `path` (a folder). Creating makes
+    // missing parent folders and is atomic: the database is built beside
+    // `path` and renamed into place, so a crash leaves no half-made one.
+    // Errors, each naming `path`:
+    //   in_use     another process (or this one) has it open;
+    //   not_found  missing or empty folder and create_if_missing is false;
+    //   corruption not a facevec database (no CURRENT file, missing column
+    //              families or metadata) or unreadable RocksDB files;
+    //   mismatch   see open_options, or a newer schema version;
+    //   invalid_argument  creating with dim 0 or > 65536, bad threshold.
     static result<std::unique_ptr<store>> open(const std::string &path,
                                                const open_options &opts);
     ~store();
 
+    // The database-wide metadata read on open.
     const db_meta &meta() const;
+
+    // Stores a new decision threshold (squared L2). invalid_argument when
+    // it is negative, NaN or infinite.
     status set_threshold(float threshold);
 
     // Writes all `faces` in one atomic batch, assigning fresh ids, and
-    // returns them in order. REQUIRES: every record already validated
-    // (dim, finite values, label) by the caller; enrolled_at_us of 0 is
-    // replaced by the current time.
+    // returns them in order; each record's id (and an enrolled_at_us of
+    // 0, replaced by the current time) is written back into `faces`. The
+    // id counter and the face/person counts are in the same batch.
+    // REQUIRES: finite values, checked by the caller. The store itself
+    // refuses the whole batch (invalid_argument, naming the item) when an
+    // embedding is not dim floats or a label fails validate_label. An
+    // empty span writes nothing. io_error when RocksDB cannot write.
     result<std::vector<uint64_t>> put_batch(std::span<face_record> faces);
 
-    // Deletes every face of `person` in one atomic write and returns
-    // their ids; not_found when the person has no faces.
+    // Deletes every record of `person` (embeddings, metadata, indexes,
+    // content hashes) in one atomic write and returns their ids in id
+    // order; not_found when the person has no faces. The bytes stay in
+    // RocksDB's files until compaction or purge() (see the README).
     result<std::vector<uint64_t>> remove_person(const std::string &person);
 
-    // Deletes one face; not_found when there is no such id.
+    // Deletes every record of one face in one atomic write, and the
+    // person with it when it was their last face; not_found when there
+    // is no such id.
     status remove_face(uint64_t id);
 
-    // Calls fn for every face in id order. Stops early and returns the
-    // status when fn returns an error. with_embedding=false skips
-    // decoding the vector.
+    // Calls fn for every face in id order, on one snapshot. Stops early
+    // and returns the status when fn returns an error. with_embedding=
+    // false leaves the embedding empty and does not read the vectors.
+    // corruption when a record cannot be decoded.
     status scan(const std::function<status(const face_record &)> &fn,
                 bool with_embedding = true) const;
 
-    // Reads all embeddings and ids in bulk: ids.size() == n, vectors
-    // n x dim floats row-major. Used to rebuild the index on open.
+    // Reads all faces in bulk, in id order, on one snapshot: ids.size()
+    // == persons.size() == n, vectors n x dim floats row-major; previous
+    // contents are replaced. Used to rebuild the index on open.
+    // corruption when a vector has no face record or the wrong size.
     status load_all(std::vector<uint64_t> &ids, std::vector<float> &vectors,
                     std::vector<std::string> &persons) const;
 
+    // The face with this id, or nullopt when there is none.
+    // Limitation: a read error or a corrupt record is logged and also
+    // returns nullopt; the signature has no status.
     std::optional<face_record> get_face(uint64_t id) const;
 
-    // Persons in label order, starting after `after` ("" = first), at most
-    // `limit`, with their face counts.
+    // Persons in label (byte) order, starting after `after` ("" = first),
+    // at most `limit`, with their face counts. Cost: O(limit).
+    // Limitation: a read error is logged and ends the list early.
     std::vector<std::pair<std::string, uint64_t>> list_persons(
         const std::string &after, size_t limit) const;
 
-    // True when `person` already has a face with this content hash.
+    // True when `person` already has a face with this content hash (one
+    // point lookup). Limitation: a read error is logged and gives false.
     bool has_content(const std::string &person,
                      const std::string &content_hash) const;
 
+    // Counts kept in memory and in the metadata, updated in each write's
+    // batch: O(1).
     uint64_t face_count() const;
     uint64_t person_count() const;
 
-    // Bytes on disk (SST files and logs).
+    // Bytes of every file in the database folder (SSTs, logs, manifest).
     uint64_t disk_bytes() const;
 
-    // Forces deleted records out of the files now: flushes the memtable
-    // and compacts every level, so no SST still holds removed embeddings.
+    // Forces deleted records out of the files now: flushes every
+    // memtable (starting a fresh WAL), compacts every level down to and
+    // including the bottommost one, then waits until RocksDB has deleted
+    // the obsolete SSTs and WAL files. When it returns ok, no file in the
+    // folder holds a removed embedding. io_error when a flush or
+    // compaction fails or an obsolete file is still there after 30 s.
+    // Cost: rewrites the whole database.
     status purge();
 
-private:
+  private:
     struct impl;
     explicit store(std::unique_ptr<impl> p);
     std::unique_ptr<impl> impl_;

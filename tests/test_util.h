@@ -1,5 +1,6 @@
 // Helpers shared by the test programs: temporary folders, the LFW data
-// folder and the built CLI.
+// folder and the built CLI. The FACEVEC_TEST_* macros come from
+// facevec_test() in cmake/facevec.cmake.
 #pragma once
 
 #include <unistd.h>
@@ -14,7 +15,7 @@ namespace facevec::testing {
 // A fresh folder under the system temp dir, removed when it goes out of
 // scope.
 class temp_dir {
-public:
+  public:
     temp_dir() {
         std::random_device rd;
         path_ = std::filesystem::temp_directory_path() /
@@ -34,7 +35,7 @@ public:
         return name.empty() ? path_.string() : (path_ / name).string();
     }
 
-private:
+  private:
     std::filesystem::path path_;
 };
 
@@ -47,26 +48,23 @@ inline std::string env_or(const char *name, const std::string &fallback) {
 // checkout), or "" when it is absent. Tests that need it call
 // GTEST_SKIP() << "LFW not found at ..." on "".
 inline std::string faces_dir() {
-    std::string d = env_or("FACEVEC_FACES", env_or("FACEVEC_DEFAULT_FACES",
-                                                   "../shared/faces"));
+    std::string d = env_or("FACEVEC_FACES", FACEVEC_TEST_FACES);
     return std::filesystem::is_directory(d + "/lfw") ? d : std::string();
 }
 
 // ../shared/reference, or "" when absent.
 inline std::string reference_dir() {
-    std::string d = env_or("FACEVEC_REFERENCE",
-                           env_or("FACEVEC_DEFAULT_REFERENCE",
-                                  "../shared/reference"));
+    std::string d = env_or("FACEVEC_REFERENCE", FACEVEC_TEST_REFERENCE);
     return std::filesystem::is_directory(d) ? d : std::string();
 }
 
 // The built facevec program (set by ctest).
 inline std::string facevec_bin() {
-    return env_or("FACEVEC_BIN", "facevec");
+    return env_or("FACEVEC_BIN", FACEVEC_TEST_BIN);
 }
 
 inline std::string source_dir() {
-    return env_or("FACEVEC_SOURCE_DIR", ".");
+    return env_or("FACEVEC_SOURCE_DIR", FACEVEC_TEST_SOURCE_DIR);
 }
 
 }  // namespace facevec::testing

@@ -25,13 +25,13 @@ std::string default_faces_dir();
 // A progress line on stderr with rate and ETA, drawn only when stderr is a
 // terminal and at most a few times per second.
 class progress {
-public:
+  public:
     progress(std::string what, uint64_t total);
     ~progress();
     void advance(uint64_t n);
     void finish();
 
-private:
+  private:
     std::string what_;
     uint64_t total_;
     uint64_t done_ = 0;

@@ -1,7 +1,682 @@
+// The database subcommands: create, import, query, remove, persons,
+// stats, export and purge. Each opens the database with the engine, does
+// one job and exits; errors are one "facevec: ..." line on stderr.
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "api/engine.h"
+#include "api/json.h"
+#include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/vector_io.h"
 
 namespace facevec::cli {
+namespace {
 
-void register_db_commands(CLI::App &app) { (void)app; }
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+constexpr size_t kDefaultImportBatch = 10000;
+constexpr size_t kDefaultQueryBatch = 1024;
+constexpr int kDefaultTopK = 5;
+constexpr size_t kPersonsPage = 1000;
+// Exit status of an import that finished but rejected some items.
+constexpr int kExitSomeRejected = 3;
+// printf's %.9g keeps every float exactly and prints no more digits.
+constexpr int kFloatDigits = 9;
+// The sidecar labels file next to PREFIX.npy, written by export.
+constexpr char kLabelsSuffix[] = ".labels.txt";
+
+// Runs a subcommand body, turning anything thrown into one error line.
+template <typename Fn>
+void run(Fn &&fn) {
+    try {
+        fn();
+    } catch (const std::exception &e) {
+        fail(std::string("internal error: ") + e.what());
+    }
+}
+
+// A float for JSON with no more digits than the float holds.
+double json_float(float f) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.*g", kFloatDigits, double(f));
+    return std::strtod(buf, nullptr);
+}
+
+std::string dump(const json &j) {
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+result<std::unique_ptr<engine>> open_existing(const std::string &db) {
+    engine_options o;
+    return engine::open(db, o);
+}
+
+// ---- create ----
+
+struct create_options {
+    std::string db;
+    uint32_t dim = 0;
+    bool normalized = false;
+    float threshold = 0;
+};
+
+void run_create(const create_options &o) {
+    if (fs::exists(o.db)) {
+        fail("database " + o.db + " already exists");
+        return;
+    }
+    engine_options eo;
+    eo.create_if_missing = true;
+    eo.meta.dim = o.dim;
+    eo.meta.normalized = o.normalized;
+    eo.meta.threshold = o.threshold;
+    auto e = engine::open(o.db, eo);
+    if (!e)
+        return fail(e.error());
+    std::printf(
+        "created %s: dim %u, %s, threshold %s\n", o.db.c_str(), o.dim,
+        o.normalized ? "normalized" : "not normalized",
+        o.threshold > 0 ? std::to_string(o.threshold).c_str() : "unset");
+}
+
+void add_create(CLI::App &app) {
+    auto o = std::make_shared<create_options>();
+    CLI::App *c = app.add_subcommand("create", "Create an empty database");
+    c->add_option("--db", o->db, "Database directory")->required();
+    c->add_option("--dim", o->dim, "Embedding dimension")
+        ->required()
+        ->check(CLI::Range(1u, kMaxVectorDim));
+    c->add_flag("--normalized", o->normalized,
+                "Embeddings are L2-normalised (enroll and query normalise)");
+    c->add_option("--threshold", o->threshold,
+                  "Squared-L2 distance above which a query is unknown; "
+                  "0 = unset, never unknown")
+        ->check(CLI::NonNegativeNumber);
+    c->callback([o] { run([&] { run_create(*o); }); });
+}
+
+// ---- import ----
+
+struct import_options {
+    std::string db;
+    std::string vectors;
+    std::string labels;
+    std::string source;
+    bool normalize = false;
+    bool strict = false;
+    bool report_commits = false;
+    size_t batch = kDefaultImportBatch;
+};
+
+struct import_totals {
+    uint64_t enrolled = 0;
+    uint64_t skipped = 0;
+    uint64_t rejected = 0;
+};
+
+std::string labels_path(const import_options &o) {
+    if (!o.labels.empty())
+        return o.labels;
+    fs::path p(o.vectors);
+    return (p.parent_path() / p.stem()).string() + kLabelsSuffix;
+}
+
+// Reads the next batch of rows and labels as enroll items.
+result<std::vector<enroll_item>> read_batch(const import_options &o,
+                                            vector_reader &vectors,
+                                            labels_reader &labels) {
+    uint64_t first = vectors.next_row();
+    std::vector<float> rows;
+    auto n = vectors.read(o.batch, rows);
+    if (!n)
+        return n.error();
+
+    std::vector<enroll_item> items(*n);
+    uint32_t d = vectors.dim();
+    for (size_t i = 0; i < *n; ++i) {
+        const float *row = rows.data() + i * d;
+        items[i].person = labels.next().value_or("");
+        items[i].embedding.assign(row, row + d);
+        items[i].source = o.source.empty()
+                              ? o.vectors + "#" + std::to_string(first + i)
+                              : o.source;
+        items[i].content_hash = content_hash(row, d);
+    }
+    return items;
+}
+
+// With --strict: every row is checked before anything is written.
+status check_all(const import_options &o, const engine &e,
+                 vector_reader &vectors, labels_reader &labels) {
+    for (;;) {
+        uint64_t first = vectors.next_row();
+        auto items = read_batch(o, vectors, labels);
+        if (!items)
+            return items.error();
+        if (items->empty())
+            break;
+        for (size_t i = 0; i < items->size(); ++i) {
+            status st = e.validate((*items)[i], i);
+            if (!st) {
+                return st.with_context(o.vectors + " row " +
+                                       std::to_string(first + i) +
+                                       ": --strict, nothing imported");
+            }
+        }
+    }
+    FACEVEC_RETURN_IF_ERROR(vectors.rewind());
+    return labels.rewind();
+}
+
+// Opens (or creates, with the file's dim) the database for an import.
+result<std::unique_ptr<engine>> open_for_import(const import_options &o,
+                                                uint32_t dim) {
+    engine_options eo;
+    eo.create_if_missing = true;
+    eo.meta.dim = dim;
+    eo.meta.normalized = o.normalize;
+    auto e = engine::open(o.db, eo);
+    if (!e)
+        return e;
+    if (o.normalize && !(*e)->meta().normalized) {
+        return mismatch("database " + o.db +
+                        " stores unnormalised embeddings; drop --normalize "
+                        "or import into a new database");
+    }
+    return e;
+}
+
+// Enrolls one batch; prints each rejected item; adds to the totals.
+status import_batch(const import_options &o, engine &e, uint64_t first,
+                    uint64_t batch_no, std::span<const enroll_item> items,
+                    import_totals &totals) {
+    auto report = e.enroll(items, o.strict);
+    if (!report) {
+        return report.error().with_context(
+            o.vectors + " rows " + std::to_string(first) + ".." +
+            std::to_string(first + items.size() - 1));
+    }
+    for (const item_error &err : report->errors) {
+        std::fprintf(stderr, "facevec: %s row %llu: %s\n", o.vectors.c_str(),
+                     static_cast<unsigned long long>(first + err.item),
+                     err.error.message().c_str());
+    }
+    totals.enrolled += report->enrolled.size();
+    totals.skipped += report->skipped.size();
+    totals.rejected += report->errors.size();
+    if (o.report_commits) {
+        std::printf("committed batch %llu rows %llu %zu enrolled %zu\n",
+                    static_cast<unsigned long long>(batch_no),
+                    static_cast<unsigned long long>(first), items.size(),
+                    report->enrolled.size());
+        std::fflush(stdout);
+    }
+    return status::ok();
+}
+
+void run_import(const import_options &o) {
+    auto vectors = vector_reader::open(o.vectors);
+    if (!vectors)
+        return fail(vectors.error());
+    vector_reader &vr = **vectors;
+
+    // Labels: exactly one line per vector.
+    std::string lpath = labels_path(o);
+    auto lines = labels_reader::count_lines(lpath);
+    if (!lines) {
+        return fail(lines.error().with_context(
+            o.labels.empty() ? "no --labels given and the default" : "labels"));
+    }
+    if (*lines != vr.rows()) {
+        return fail("labels file " + lpath + " has " + std::to_string(*lines) +
+                    " lines but " + o.vectors + " has " +
+                    std::to_string(vr.rows()) + " vectors");
+    }
+    auto labels = labels_reader::open(lpath);
+    if (!labels)
+        return fail(labels.error());
+
+    bool created = !fs::exists(o.db);
+    auto e = open_for_import(o, vr.dim());
+    if (!e)
+        return fail(e.error());
+    if (o.strict) {
+        status st = check_all(o, **e, vr, **labels);
+        if (!st) {
+            e->reset();
+            if (created)
+                fs::remove_all(o.db);
+            return fail(st);
+        }
+    }
+
+    // Stream: one batch in memory at a time, each one atomic write.
+    auto start = std::chrono::steady_clock::now();
+    progress bar("import", vr.rows());
+    import_totals totals;
+    for (uint64_t batch_no = 0;; ++batch_no) {
+        uint64_t first = vr.next_row();
+        auto items = read_batch(o, vr, **labels);
+        if (!items)
+            return fail(items.error());
+        if (items->empty())
+            break;
+        status st = import_batch(o, **e, first, batch_no, *items, totals);
+        if (!st)
+            return fail(st);
+        bar.advance(items->size());
+    }
+    bar.finish();
+
+    double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    std::printf(
+        "imported %s into %s%s: %llu enrolled, %llu skipped "
+        "(already enrolled), %llu rejected; %.0f vectors/s\n",
+        o.vectors.c_str(), o.db.c_str(), created ? " (created)" : "",
+        static_cast<unsigned long long>(totals.enrolled),
+        static_cast<unsigned long long>(totals.skipped),
+        static_cast<unsigned long long>(totals.rejected),
+        secs > 0 ? vr.rows() / secs : 0.0);
+    if (totals.rejected > 0)
+        set_exit_code(kExitSomeRejected);
+}
+
+void add_import(CLI::App &app) {
+    auto o = std::make_shared<import_options>();
+    CLI::App *c = app.add_subcommand(
+        "import",
+        "Enroll vectors from a .npy (float32, n x d) or .fvecs file, batch "
+        "by batch; creates the database when missing");
+    c->add_option("--db", o->db, "Database directory")->required();
+    c->add_option("--vectors", o->vectors, ".npy or .fvecs file")->required();
+    c->add_option("--labels", o->labels,
+                  "One person per line, as many lines as vectors "
+                  "(default: VECTORS without extension + .labels.txt)");
+    c->add_option("--source", o->source,
+                  "Source recorded for every face (default FILE#row)");
+    c->add_flag("--normalize", o->normalize,
+                "Create the database as L2-normalised (vectors are "
+                "normalised on enroll and query)");
+    c->add_option("--batch", o->batch, "Vectors per atomic write")
+        ->check(CLI::PositiveNumber);
+    c->add_flag("--strict", o->strict,
+                "Check every vector and label first; import nothing if any "
+                "is invalid");
+    c->add_flag("--report-commits", o->report_commits,
+                "Print a line per committed batch")
+        ->group("");
+    c->callback([o] { run([&] { run_import(*o); }); });
+}
+
+// ---- query ----
+
+struct query_options {
+    std::string db;
+    std::string vectors;
+    int k = kDefaultTopK;
+    float threshold_value = 0;
+    std::optional<float> threshold;  // set when --threshold was given
+    size_t batch = kDefaultQueryBatch;
+    std::vector<std::string> images;  // photos or folders instead
+    bool largest = false;
+};
+
+// Every query of the batch starting at `first` is finite.
+status check_queries(const query_options &o, uint64_t first,
+                     const std::vector<float> &rows, uint32_t dim) {
+    for (size_t i = 0; i * dim < rows.size(); ++i) {
+        status st = check_finite(rows.data() + i * dim, dim);
+        if (!st) {
+            return st.with_context(o.vectors + " row " +
+                                   std::to_string(first + i));
+        }
+    }
+    return status::ok();
+}
+
+void run_query(const query_options &o) {
+    if (o.vectors.empty() == o.images.empty()) {
+        return fail("query: give either --vectors FILE or images");
+    }
+    if (!o.images.empty()) {
+        return run_image_query(o.db, o.images, o.k, o.threshold, o.largest);
+    }
+    auto e = open_existing(o.db);
+    if (!e)
+        return fail(e.error());
+    auto probe = (*e)->query(nullptr, 0, o.k, o.threshold);
+    if (!probe)
+        return fail(probe.error());
+
+    auto vectors = vector_reader::open(o.vectors);
+    if (!vectors)
+        return fail(vectors.error());
+    vector_reader &vr = **vectors;
+    if (vr.dim() != (*e)->meta().dim) {
+        return fail(status(error_code::mismatch,
+                           o.vectors + " has dim " + std::to_string(vr.dim()) +
+                               ", database " + o.db + " has dim " +
+                               std::to_string((*e)->meta().dim)));
+    }
+
+    // Stream: answers are printed batch by batch, one line per query.
+    std::vector<float> rows;
+    for (;;) {
+        uint64_t first = vr.next_row();
+        auto n = vr.read(o.batch, rows);
+        if (!n)
+            return fail(n.error());
+        if (*n == 0)
+            break;
+        status st = check_queries(o, first, rows, vr.dim());
+        if (!st)
+            return fail(st);
+        auto answers = (*e)->query(rows.data(), *n, o.k, o.threshold);
+        if (!answers)
+            return fail(answers.error());
+        for (size_t i = 0; i < *n; ++i) {
+            std::printf("%s\n",
+                        api::to_json((*answers)[i], first + i).dump().c_str());
+        }
+    }
+    std::fflush(stdout);
+}
+
+void add_query(CLI::App &app) {
+    auto o = std::make_shared<query_options>();
+    CLI::App *c = app.add_subcommand(
+        "query",
+        "Search the database; prints one JSON object per query (JSON "
+        "Lines): {query, person (null: unknown), distance, top}");
+    c->add_option("--db", o->db, "Database directory")->required();
+    c->add_option("--vectors", o->vectors,
+                  "Query vectors: .npy (float32, n x d) or .fvecs");
+    c->add_option("images", o->images,
+                  "Photos, or folders of photos, instead of --vectors: one "
+                  "JSON object per face found, with its input and box");
+    c->add_flag("--largest", o->largest,
+                "Photos: only the largest face of each");
+    c->add_option("-k,--top", o->k, "Persons per answer")
+        ->capture_default_str();
+    auto *threshold =
+        c->add_option("--threshold", o->threshold_value,
+                      "Squared-L2 distance above which a query is unknown, > 0 "
+                      "(default: the database's)");
+    c->add_option("--batch", o->batch, "Queries searched together")
+        ->check(CLI::PositiveNumber);
+    c->callback([o, threshold] {
+        if (threshold->count() > 0)
+            o->threshold = o->threshold_value;
+        run([&] { run_query(*o); });
+    });
+}
+
+// ---- remove ----
+
+struct remove_options {
+    std::string db;
+    std::string person;
+    uint64_t face = 0;
+    bool by_person = false;
+};
+
+void run_remove(const remove_options &o) {
+    auto e = open_existing(o.db);
+    if (!e)
+        return fail(e.error());
+    if (o.by_person) {
+        auto n = (*e)->remove_person(o.person);
+        if (!n)
+            return fail(n.error());
+        std::printf("removed person \"%s\" (%zu faces)\n", o.person.c_str(),
+                    *n);
+        return;
+    }
+    status st = (*e)->remove_face(o.face);
+    if (!st)
+        return fail(st);
+    std::printf("removed face %llu\n", static_cast<unsigned long long>(o.face));
+}
+
+void add_remove(CLI::App &app) {
+    auto o = std::make_shared<remove_options>();
+    CLI::App *c = app.add_subcommand(
+        "remove",
+        "Remove a person (all faces) or one face; run purge to "
+        "erase them from the files at once");
+    c->add_option("--db", o->db, "Database directory")->required();
+    CLI::Option_group *which =
+        c->add_option_group("which", "What to remove: exactly one of");
+    auto *person = which->add_option("--person", o->person, "Person label");
+    which->add_option("--face", o->face, "Face id");
+    which->require_option(1);
+    c->callback([o, person] {
+        o->by_person = person->count() > 0;
+        run([&] { run_remove(*o); });
+    });
+}
+
+// ---- persons ----
+
+struct persons_options {
+    std::string db;
+    std::string after;
+    size_t limit = 0;
+    bool json = false;
+};
+
+void run_persons(const persons_options &o) {
+    auto e = open_existing(o.db);
+    if (!e)
+        return fail(e.error());
+
+    // Page through the persons so memory stays bounded.
+    std::string after = o.after;
+    size_t printed = 0;
+    while (o.limit == 0 || printed < o.limit) {
+        size_t want = kPersonsPage;
+        if (o.limit != 0)
+            want = std::min(want, o.limit - printed);
+        auto page = (*e)->list_persons(after, want);
+        for (const auto &[name, faces] : page) {
+            if (o.json) {
+                std::printf("%s\n",
+                            dump({{"person", name}, {"faces", faces}}).c_str());
+            } else {
+                std::printf("%s\t%llu\n", name.c_str(),
+                            static_cast<unsigned long long>(faces));
+            }
+        }
+        printed += page.size();
+        if (page.size() < want)
+            break;
+        after = page.back().first;
+    }
+}
+
+void add_persons(CLI::App &app) {
+    auto o = std::make_shared<persons_options>();
+    CLI::App *c = app.add_subcommand(
+        "persons",
+        "List persons in label order with their face counts (NAME<TAB>N, "
+        "or JSON Lines {person, faces})");
+    c->add_option("--db", o->db, "Database directory")->required();
+    c->add_option("--after", o->after, "Start after this label");
+    c->add_option("--limit", o->limit, "At most this many (0 = all)");
+    c->add_flag("--json", o->json, "JSON Lines output");
+    c->callback([o] { run([&] { run_persons(*o); }); });
+}
+
+// ---- stats ----
+
+struct stats_options {
+    std::string db;
+    bool json = false;
+};
+
+void run_stats(const stats_options &o) {
+    auto e = open_existing(o.db);
+    if (!e)
+        return fail(e.error());
+    engine_stats s = (*e)->stats();
+    if (o.json) {
+        json j = {{"faces", s.faces},
+                  {"persons", s.persons},
+                  {"dim", s.dim},
+                  {"model_fingerprint", s.model_fingerprint},
+                  {"normalized", s.normalized},
+                  {"threshold", json_float(s.threshold)},
+                  {"disk_bytes", s.disk_bytes}};
+        std::printf("%s\n", dump(j).c_str());
+        return;
+    }
+    std::printf(
+        "faces: %llu\npersons: %llu\ndim: %u\nnormalized: %s\n"
+        "threshold: %g%s\nmodel: %s\ndisk bytes: %llu\n",
+        static_cast<unsigned long long>(s.faces),
+        static_cast<unsigned long long>(s.persons), s.dim,
+        s.normalized ? "yes" : "no", double(s.threshold),
+        s.threshold > 0 ? "" : " (unset)",
+        s.model_fingerprint.empty() ? "-" : s.model_fingerprint.c_str(),
+        static_cast<unsigned long long>(s.disk_bytes));
+}
+
+void add_stats(CLI::App &app) {
+    auto o = std::make_shared<stats_options>();
+    CLI::App *c = app.add_subcommand("stats", "Show the database's figures");
+    c->add_option("--db", o->db, "Database directory")->required();
+    c->add_flag("--json", o->json, "One JSON object");
+    c->callback([o] { run([&] { run_stats(*o); }); });
+}
+
+// ---- export ----
+
+struct export_options {
+    std::string db;
+    std::string out;
+    bool ids = false;
+};
+
+// Opens PATH for writing, or fails naming it.
+result<std::unique_ptr<std::FILE, int (*)(std::FILE *)>> open_text(
+    const std::string &path) {
+    std::FILE *f = std::fopen(path.c_str(), "wb");
+    if (f == nullptr) {
+        return io_error(path + ": " + std::strerror(errno));
+    }
+    return std::unique_ptr<std::FILE, int (*)(std::FILE *)>(f, &std::fclose);
+}
+
+void run_export(const export_options &o) {
+    auto e = open_existing(o.db);
+    if (!e)
+        return fail(e.error());
+    auto npy = npy_writer::create(o.out + ".npy", (*e)->meta().dim);
+    if (!npy)
+        return fail(npy.error());
+    auto labels = open_text(o.out + kLabelsSuffix);
+    if (!labels)
+        return fail(labels.error());
+    std::optional<std::unique_ptr<std::FILE, int (*)(std::FILE *)>> ids;
+    if (o.ids) {
+        auto f = open_text(o.out + ".ids.txt");
+        if (!f)
+            return fail(f.error());
+        ids = std::move(f).value();
+    }
+
+    // One row, one label line (and one id line) per face, in id order.
+    uint64_t n = 0;
+    status st = (*e)->store().scan([&](const storage::face_record &r) {
+        if (r.person.find_first_of("\r\n") != std::string::npos) {
+            // Limitation: the labels file cannot hold line breaks.
+            return invalid_argument("face " + std::to_string(r.id) +
+                                    ": label contains a line break");
+        }
+        FACEVEC_RETURN_IF_ERROR((*npy)->write_row(r.embedding.data()));
+        std::fprintf(labels->get(), "%s\n", r.person.c_str());
+        if (ids) {
+            std::fprintf(ids->get(), "%llu\n",
+                         static_cast<unsigned long long>(r.id));
+        }
+        ++n;
+        return status::ok();
+    });
+    if (!st)
+        return fail(st);
+    st = (*npy)->finish();
+    if (!st)
+        return fail(st);
+    if (std::fflush(labels->get()) != 0) {
+        return fail(io_error(o.out + kLabelsSuffix + ": write failed"));
+    }
+    std::printf("exported %llu faces to %s.npy and %s%s\n",
+                static_cast<unsigned long long>(n), o.out.c_str(),
+                o.out.c_str(), kLabelsSuffix);
+}
+
+void add_export(CLI::App &app) {
+    auto o = std::make_shared<export_options>();
+    CLI::App *c = app.add_subcommand(
+        "export",
+        "Write every face to PREFIX.npy (float32, n x d) and "
+        "PREFIX.labels.txt (one person per line), in id order");
+    c->add_option("--db", o->db, "Database directory")->required();
+    c->add_option("--out", o->out, "Output prefix")->required();
+    c->add_flag("--ids", o->ids, "Also write PREFIX.ids.txt (face ids)");
+    c->callback([o] { run([&] { run_export(*o); }); });
+}
+
+// ---- purge ----
+
+void add_purge(CLI::App &app) {
+    auto db = std::make_shared<std::string>();
+    CLI::App *c = app.add_subcommand(
+        "purge", "Compact the database so removed faces leave the files now");
+    c->add_option("--db", *db, "Database directory")->required();
+    c->callback([db] {
+        run([&] {
+            auto e = open_existing(*db);
+            if (!e)
+                return fail(e.error());
+            uint64_t before = (*e)->stats().disk_bytes;
+            status st = (*e)->purge();
+            if (!st)
+                return fail(st);
+            std::printf(
+                "purged %s: %llu -> %llu bytes\n", db->c_str(),
+                static_cast<unsigned long long>(before),
+                static_cast<unsigned long long>((*e)->stats().disk_bytes));
+        });
+    });
+}
+
+}  // namespace
+
+void register_db_commands(CLI::App &app) {
+    add_create(app);
+    add_import(app);
+    add_query(app);
+    add_remove(app);
+    add_persons(app);
+    add_stats(app);
+    add_export(app);
+    add_purge(app);
+}
 
 }  // namespace facevec::cli

@@ -11,6 +11,13 @@ int main(int argc, char **argv) {
     app.set_help_all_flag("--help-all", "Help for every subcommand");
 
     facevec::cli::register_db_commands(app);
+    facevec::cli::register_serve_commands(app);
+    facevec::cli::register_image_commands(app);
+    facevec::cli::register_align_commands(app);
+    facevec::cli::register_face_commands(app);
+    facevec::cli::register_bench_commands(app);
+    facevec::cli::register_train_commands(app);
+    facevec::cli::register_embed_commands(app);
 
     try {
         app.parse(argc, argv);

@@ -19,6 +19,7 @@ packages=(
   libhdf5-dev
   libdlib-dev libdlib-data
   libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev
+  prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang clang-format clang-tidy libclang-rt-14-dev
   nodejs npm

@@ -1,0 +1,86 @@
+// The store's on-disk layout: column family names, keys and the compact
+// binary encodings of its values. Internal to facevec::storage; tests use
+// it to write or inspect records by hand.
+//
+// Column families (schema version 1):
+//   meta           meta key name -> value (see kMeta* below)
+//   vectors        id (8 bytes, big-endian) -> dim float32, little-endian
+//   faces          id -> face metadata (encode_face_meta)
+//   persons        person + 0x00 + id -> "" (a person's faces, in id order)
+//   person_counts  person -> face count (8 bytes, big-endian)
+//   hashes         person + 0x00 + content hash -> id
+// Big-endian ids make RocksDB's byte order the id order. Labels never
+// contain 0x00 (validate_label), so "person + 0x00" is a unique prefix.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "storage/store.h"
+
+namespace facevec::storage::internal {
+
+// Limitation: vectors are stored in the host byte order; facevec builds
+// only on little-endian hosts so that files are portable between them.
+static_assert(std::endian::native == std::endian::little,
+              "facevec stores float32 little-endian");
+
+inline constexpr const char *kMetaFamily = "meta";
+inline constexpr const char *kVectorsFamily = "vectors";
+inline constexpr const char *kFacesFamily = "faces";
+inline constexpr const char *kPersonsFamily = "persons";
+inline constexpr const char *kPersonCountsFamily = "person_counts";
+inline constexpr const char *kHashesFamily = "hashes";
+
+// Meta keys. Integers are big-endian fixed width; the threshold is the
+// float's bit pattern as a u32; booleans and the metric are one byte.
+inline constexpr const char *kMetaSchemaVersion = "schema_version";  // u32
+inline constexpr const char *kMetaDim = "dim";                       // u32
+inline constexpr const char *kMetaMetric = "metric";                 // u8
+inline constexpr const char *kMetaFingerprint = "model_fingerprint";
+inline constexpr const char *kMetaNormalized = "normalized";     // u8
+inline constexpr const char *kMetaThreshold = "threshold";       // u32
+inline constexpr const char *kMetaNextId = "next_id";            // u64
+inline constexpr const char *kMetaFaceCount = "face_count";      // u64
+inline constexpr const char *kMetaPersonCount = "person_count";  // u64
+
+// The byte between a person label and the rest of an index key.
+inline constexpr char kLabelSeparator = '\0';
+
+inline constexpr size_t kIdBytes = sizeof(uint64_t);
+
+std::string encode_u32(uint32_t v);
+std::string encode_u64(uint64_t v);
+// nullopt when `bytes` is not exactly 4 (or 8) bytes long.
+std::optional<uint32_t> decode_u32(std::string_view bytes);
+std::optional<uint64_t> decode_u64(std::string_view bytes);
+
+// An id key: 8 bytes, big-endian.
+std::string id_key(uint64_t id);
+
+// "person + 0x00", the prefix of every persons / hashes key of a person.
+std::string person_prefix(const std::string &person);
+// person + 0x00 + id.
+std::string person_face_key(const std::string &person, uint64_t id);
+// person + 0x00 + content hash.
+std::string hash_key(const std::string &person, const std::string &hash);
+
+// The id at the end of a persons key; nullopt when too short.
+std::optional<uint64_t> id_of_person_face_key(std::string_view key);
+
+// A face's metadata (all of face_record but id and embedding):
+// varint-prefixed person, source, fingerprint and content hash, and the
+// enrollment time as 8 bytes little-endian two's complement.
+std::string encode_face_meta(const face_record &face);
+
+// Fills person, source, model_fingerprint, enrolled_at_us, content_hash.
+// False when `bytes` is truncated or has trailing bytes.
+bool decode_face_meta(std::string_view bytes, face_record &face);
+
+// Only the person label of an encoded face metadata; false when truncated.
+bool decode_face_person(std::string_view bytes, std::string &person);
+
+}  // namespace facevec::storage::internal
