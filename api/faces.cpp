@@ -17,7 +17,7 @@ namespace {
 
 // The squared-L2 threshold a new face-resnet database starts with; see
 // the README (Embedders) for how it was chosen.
-constexpr float kFaceResnetThreshold = 0.36F;
+constexpr float kFaceResnetThreshold = 0.30F;
 
 result<std::vector<uint8_t>> read_file(const std::string &path) {
     std::ifstream in(path, std::ios::binary);

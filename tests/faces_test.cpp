@@ -111,7 +111,8 @@ lfw_sample pick_people(const std::string &faces) {
     return s;
 }
 
-class FacesTest : public ::testing::Test {
+class FacesTest  // NOLINT(readability-identifier-naming)
+    : public ::testing::Test {
   protected:
     void SetUp() override {
         faces_ = testing::faces_dir();

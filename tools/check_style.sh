@@ -19,9 +19,11 @@ mapfile -t sources < <(printf '%s\n' "${files[@]}" | grep '\.cpp$' \
 # Only findings in the project's own files count: the naming check also
 # looks into system headers (spdlog's macros) that we cannot rename.
 own="^$root/(common|embed|index|storage|train|api|tools|bench|tests)/"
-if printf '%s\n' "${sources[@]}" \
-    | xargs -P 2 -n 8 clang-tidy -p "$build" --quiet 2>/dev/null \
-    | grep -E "${own}.*(warning|error):"; then
+findings=$(printf '%s\n' "${sources[@]}" \
+  | xargs -P 2 -n 8 clang-tidy -p "$build" --quiet 2>/dev/null \
+  | grep -E "${own}.*(warning|error):" || true)
+if [ -n "$findings" ]; then
+  echo "$findings"
   echo "clang-tidy: the findings above break the naming rules" >&2
   exit 1
 fi

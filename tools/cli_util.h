@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <string>
 
 #include "common/status.h"
@@ -17,6 +18,16 @@ int exit_code();
 // Prints "facevec: <message>" as one line on stderr and sets exit code 1.
 void fail(const std::string &message);
 void fail(const status &s);
+
+// Runs a subcommand body, turning anything thrown into one error line.
+template <typename Fn>
+void run(Fn &&fn) {
+    try {
+        fn();
+    } catch (const std::exception &e) {
+        fail(std::string("internal error: ") + e.what());
+    }
+}
 
 // The path of the LFW-style faces folder: $FACEVEC_FACES, or ../shared/
 // faces beside the current directory's checkout.

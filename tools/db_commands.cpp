@@ -38,16 +38,6 @@ constexpr int kFloatDigits = 9;
 // The sidecar labels file next to PREFIX.npy, written by export.
 constexpr char kLabelsSuffix[] = ".labels.txt";
 
-// Runs a subcommand body, turning anything thrown into one error line.
-template <typename Fn>
-void run(Fn &&fn) {
-    try {
-        fn();
-    } catch (const std::exception &e) {
-        fail(std::string("internal error: ") + e.what());
-    }
-}
-
 // A float for JSON with no more digits than the float holds.
 double json_float(float f) {
     char buf[32];

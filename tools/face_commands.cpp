@@ -39,15 +39,6 @@ constexpr double kDefaultCalibrationFar = 1e-3;
 // Exit status when the job finished but some inputs failed.
 constexpr int kExitSomeFailed = 3;
 
-template <typename Fn>
-void run(Fn &&fn) {
-    try {
-        fn();
-    } catch (const std::exception &e) {
-        fail(std::string("internal error: ") + e.what());
-    }
-}
-
 double seconds_since(clock_type::time_point t) {
     return std::chrono::duration<double>(clock_type::now() - t).count();
 }
@@ -236,6 +227,20 @@ result<face_pipeline_options> pipeline_options(const model_options &m,
     return o;
 }
 
+// Opens `db`, creating it for the pipeline's model (dim, fingerprint,
+// normalisation, default threshold) when it is missing; an existing one
+// must hold that model's embeddings.
+result<std::unique_ptr<engine>> open_for(const std::string &db,
+                                         const face_pipeline &p) {
+    engine_options eo;
+    eo.create_if_missing = true;
+    eo.meta.dim = p.dim();
+    eo.meta.model_fingerprint = p.fingerprint();
+    eo.meta.normalized = p.normalized();
+    eo.meta.threshold = p.default_threshold();
+    return engine::open(db, eo);
+}
+
 // Embeds `paths` chunk by chunk with a progress line; calls `done` with
 // each chunk's results.
 template <typename Fn>
@@ -288,13 +293,7 @@ void run_enroll(const enroll_options &o) {
     if (!pipe)
         return fail(pipe.error());
 
-    engine_options eo;
-    eo.create_if_missing = true;
-    eo.meta.dim = (*pipe)->dim();
-    eo.meta.model_fingerprint = (*pipe)->fingerprint();
-    eo.meta.normalized = (*pipe)->normalized();
-    eo.meta.threshold = (*pipe)->default_threshold();
-    auto eng = engine::open(o.db, eo);
+    auto eng = open_for(o.db, **pipe);
     if (!eng)
         return fail(eng.error());
     engine &e = **eng;
@@ -776,13 +775,7 @@ void run_demo(demo_options o) {
     auto p = face_pipeline::create(*po);
     if (!p)
         return fail(p.error());
-    engine_options eo;
-    eo.create_if_missing = true;
-    eo.meta.dim = (*p)->dim();
-    eo.meta.model_fingerprint = (*p)->fingerprint();
-    eo.meta.normalized = (*p)->normalized();
-    eo.meta.threshold = (*p)->default_threshold();
-    auto eng = engine::open(o.db, eo);
+    auto eng = open_for(o.db, **p);
     if (!eng)
         return fail(eng.error());
 

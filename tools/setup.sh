@@ -16,13 +16,12 @@ packages=(
   librocksdb-dev
   libdnnl-dev
   libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libexif-dev
-  libhdf5-dev
+  libhdf5-dev libssl-dev
   libdlib-dev libdlib-data
   libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev
   prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang clang-format clang-tidy libclang-rt-14-dev
-  nodejs npm
   python3 python3-numpy python3-pil python3-matplotlib
   imagemagick wrk
 )
@@ -34,6 +33,12 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+# npm fetches the pretrained face weights; a machine may already have
+# Node.js and npm from elsewhere, which Debian's packages would conflict
+# with.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   sudo=""
