@@ -109,7 +109,7 @@ result<image> resize(const image &img, int width, int height);
 
 // The built-in spec called `name`, or nullptr when there is none:
 //   "face-resnet": 150 x 150, no crop, RGB, mean (122.782, 117.001,
-//                  104.298), scale 1/256 (dlib's face recognition ResNet);
+//                  104.298), scale 1/255 (dlib's face recognition ResNet);
 //   "vgg16":       224 x 224, no crop, BGR, mean (103.939, 116.779,
 //                  123.68), scale 1 (Keras 'caffe' preprocessing).
 // The pointer stays valid for the life of the program.

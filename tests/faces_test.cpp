@@ -245,5 +245,43 @@ TEST_F(FacesTest, BadFilesAreListedAndTheGoodOnesEnrolled) {
     EXPECT_EQ(s["persons"], 2);
 }
 
+TEST_F(FacesTest, CalibrateStoresTheThresholdForTheTargetFar) {
+    std::string db = tmp_.str("db");
+    auto r = run_facevec(
+        {"enroll", "--db", db, "--faces", "central", write_manifest()}, tmp_);
+    ASSERT_EQ(r.code, 0) << r.err;
+
+    // Two same-person and two different-person pairs of the sample: at a
+    // target FAR of 0.5 one impostor pair of the two may be accepted, so
+    // the threshold lands just below the farther impostor distance.
+    const auto &a = sample_.people[0], &b = sample_.people[1],
+               &c = sample_.people[2];
+    std::string pairs = tmp_.str("pairs.txt");
+    std::ofstream(pairs) << "2\n"
+                         << a << " 1 2\n"
+                         << b << " 1 2\n"
+                         << a << " 1 " << b << " 1\n"
+                         << b << " 2 " << c << " 1\n";
+    r = run_facevec({"calibrate", "--db", db, "--pairs", pairs, "--far", "0.5",
+                     "--faces", faces_},
+                    tmp_);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("stored in " + db));
+    EXPECT_THAT(r.out, HasSubstr("FAR 0.5"));
+
+    r = run_facevec({"stats", "--db", db, "--json"}, tmp_);
+    ASSERT_EQ(r.code, 0) << r.err;
+    float stored = json::parse(r.out)["threshold"].get<float>();
+    EXPECT_GT(stored, 0.0F);
+    EXPECT_NE(stored, 0.30F);  // no longer the model's default
+
+    // A missing pairs file is an error naming it.
+    r = run_facevec({"calibrate", "--db", db, "--pairs", tmp_.str("none.txt"),
+                     "--faces", faces_},
+                    tmp_);
+    EXPECT_NE(r.code, 0);
+    EXPECT_THAT(r.err, HasSubstr("none.txt"));
+}
+
 }  // namespace
 }  // namespace facevec

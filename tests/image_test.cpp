@@ -803,9 +803,9 @@ TEST(PreprocessTest, AppliesMeanScaleAndChannelOrder) {
     ASSERT_TRUE(rgb.is_ok()) << rgb.error().to_string();
     ASSERT_EQ(rgb->size(), 3U * 150 * 150);
     const size_t plane = 150 * 150;
-    EXPECT_NEAR((*rgb)[0], (10 - 122.782F) / 256, 1e-5);
-    EXPECT_NEAR((*rgb)[plane + 77], (20 - 117.001F) / 256, 1e-5);
-    EXPECT_NEAR((*rgb)[2 * plane + plane - 1], (30 - 104.298F) / 256, 1e-5);
+    EXPECT_NEAR((*rgb)[0], (10 - 122.782F) / 255, 1e-5);
+    EXPECT_NEAR((*rgb)[plane + 77], (20 - 117.001F) / 255, 1e-5);
+    EXPECT_NEAR((*rgb)[2 * plane + plane - 1], (30 - 104.298F) / 255, 1e-5);
 
     const preprocess_spec *vgg = find_preprocess_spec("vgg16");
     ASSERT_NE(vgg, nullptr);
@@ -928,7 +928,7 @@ TEST(PreprocessTest, BuiltInSpecsAreFoundByName) {
     ASSERT_NE(resnet, nullptr);
     EXPECT_EQ(resnet->width, 150);
     EXPECT_EQ(resnet->order, channel_order::rgb);
-    EXPECT_FLOAT_EQ(resnet->scale[0], 1.0F / 256);
+    EXPECT_FLOAT_EQ(resnet->scale[0], 1.0F / 255);
     const preprocess_spec *vgg = find_preprocess_spec("vgg16");
     ASSERT_NE(vgg, nullptr);
     EXPECT_EQ(vgg->height, 224);
