@@ -38,19 +38,6 @@ std::string describe_item(const enroll_item &item, size_t position) {
     return s + ")";
 }
 
-// Ok when all n values are finite; else names the first bad component.
-status check_finite(const float *v, size_t n) {
-    for (size_t i = 0; i < n; ++i) {
-        if (std::isnan(v[i])) {
-            return invalid_argument("NaN at component " + std::to_string(i));
-        }
-        if (std::isinf(v[i])) {
-            return invalid_argument("Inf at component " + std::to_string(i));
-        }
-    }
-    return status::ok();
-}
-
 // The L2 norm in double precision, so large finite values do not
 // overflow to Inf.
 double l2_norm(const float *v, size_t n) {
@@ -68,6 +55,18 @@ void normalize_in_place(float *v, size_t n) {
 }
 
 }  // namespace
+
+status check_finite(const float *v, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+        if (std::isnan(v[i])) {
+            return invalid_argument("NaN at component " + std::to_string(i));
+        }
+        if (std::isinf(v[i])) {
+            return invalid_argument("Inf at component " + std::to_string(i));
+        }
+    }
+    return status::ok();
+}
 
 struct engine::impl {
     std::string path;

@@ -78,6 +78,10 @@ struct engine_stats {
 // The largest k a query accepts; a larger one is invalid_argument.
 inline constexpr int kMaxTopK = 10000;
 
+// Ok when all n values are finite; else invalid_argument naming the first
+// bad one, e.g. "NaN at component 3".
+status check_finite(const float *v, size_t n);
+
 class engine {
   public:
     // Opens the database at `path` (creating it when o.create_if_missing)

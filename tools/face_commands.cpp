@@ -419,6 +419,16 @@ embedded_set embed_set(const face_pipeline &p,
     return out;
 }
 
+// A pairs file given by a name that does not exist here is looked for in
+// the faces folder, where LFW keeps pairs.txt and its siblings.
+std::string resolve_pairs_file(const std::string &pairs,
+                               const std::string &faces) {
+    if (fs::path(pairs).is_relative() && !fs::exists(pairs)) {
+        return (fs::path(faces) / pairs).string();
+    }
+    return pairs;
+}
+
 // The pairs of a pairs file whose two images were embedded, with their
 // squared distances.
 struct pair_distances {
@@ -472,10 +482,7 @@ struct eval_options {
 };
 
 void run_eval_pairs(const eval_options &o, const face_pipeline &p) {
-    std::string pairs_file = o.pairs;
-    if (fs::path(pairs_file).is_relative() && !fs::exists(pairs_file)) {
-        pairs_file = (fs::path(o.faces) / pairs_file).string();
-    }
+    std::string pairs_file = resolve_pairs_file(o.pairs, o.faces);
     embedded_set set;
     auto d = pairs_from_file(p, o.faces, pairs_file, set);
     if (!d)
@@ -688,10 +695,7 @@ void run_calibrate(calibrate_options o) {
                              (*eng)->meta().model_fingerprint +
                              ", calibrating " + (*p)->fingerprint()));
     }
-    std::string pairs_file = o.pairs;
-    if (fs::path(pairs_file).is_relative() && !fs::exists(pairs_file)) {
-        pairs_file = (fs::path(o.faces) / pairs_file).string();
-    }
+    std::string pairs_file = resolve_pairs_file(o.pairs, o.faces);
     embedded_set set;
     auto d = pairs_from_file(**p, o.faces, pairs_file, set);
     if (!d)

@@ -369,18 +369,6 @@ status labels_reader::rewind() {
     return status::ok();
 }
 
-status check_finite(const float *v, size_t n) {
-    for (size_t i = 0; i < n; ++i) {
-        if (std::isnan(v[i])) {
-            return invalid_argument("NaN at component " + std::to_string(i));
-        }
-        if (std::isinf(v[i])) {
-            return invalid_argument("Inf at component " + std::to_string(i));
-        }
-    }
-    return status::ok();
-}
-
 std::string content_hash(const float *v, size_t n) {
     uint64_t h = kFnvOffset;
     const auto *bytes = reinterpret_cast<const unsigned char *>(v);

@@ -106,9 +106,6 @@ class labels_reader {
     std::FILE *file_ = nullptr;
 };
 
-// The first NaN or Inf in n values, as "NaN at component 3"; ok if none.
-status check_finite(const float *v, size_t n);
-
 // A stable 64-bit FNV-1a hash of n floats' bytes, as 16 hex digits: the
 // content hash that lets an interrupted import resume.
 std::string content_hash(const float *v, size_t n);
