@@ -1,7 +1,5 @@
 #include "embed/preprocess.h"
 
-#include "embed/models.h"
-
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -198,13 +196,32 @@ size_t tensor_index(const preprocess_spec &spec, int c, size_t pixel) {
                                               : pixel * 3 + c;
 }
 
-// The models' own specs (embed/models.h), so that `facevec decode
-// --model` shows exactly what the embedders see.
+preprocess_spec make_spec(int side, channel_order order,
+                          std::array<float, 3> mean,
+                          std::array<float, 3> scale) {
+    preprocess_spec s;
+    s.width = side;
+    s.height = side;
+    s.order = order;
+    s.mean = mean;
+    s.scale = scale;
+    return s;
+}
+
+// The models' input specs, kept here so that the decoders build without
+// the network code (the fuzzer links only them); image_test checks that
+// they equal the model descriptions in embed/models.cpp.
 const std::map<std::string, preprocess_spec, std::less<>> &builtin_specs() {
+    constexpr int kFaceResnetSide = 150;
+    constexpr float kFaceResnetScale = 1.0F / 255.0F;
     constexpr int kVggSide = 224;
     static const std::map<std::string, preprocess_spec, std::less<>> kSpecs = {
-        {"face-resnet", face_resnet_preprocess()},
-        {"vgg16", vgg16_preprocess(kVggSide)},
+        {"face-resnet",
+         make_spec(kFaceResnetSide, channel_order::rgb,
+                   {122.782F, 117.001F, 104.298F},
+                   {kFaceResnetScale, kFaceResnetScale, kFaceResnetScale})},
+        {"vgg16", make_spec(kVggSide, channel_order::bgr,
+                            {103.939F, 116.779F, 123.68F}, {1.0F, 1.0F, 1.0F})},
     };
     return kSpecs;
 }

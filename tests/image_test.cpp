@@ -25,6 +25,7 @@
 #include <jpeglib.h>
 
 #include "embed/image.h"
+#include "embed/models.h"
 #include "embed/preprocess.h"
 #include "tests/test_util.h"
 
@@ -934,6 +935,22 @@ TEST(PreprocessTest, BuiltInSpecsAreFoundByName) {
     EXPECT_EQ(vgg->height, 224);
     EXPECT_EQ(vgg->order, channel_order::bgr);
     EXPECT_EQ(find_preprocess_spec("no-such-model"), nullptr);
+
+    // What `facevec decode --model` shows is what the embedders see.
+    for (const auto &[name, model] :
+         {std::pair{"face-resnet", face_resnet_preprocess()},
+          std::pair{"vgg16", vgg16_preprocess(224)}}) {
+        const preprocess_spec *spec = find_preprocess_spec(name);
+        ASSERT_NE(spec, nullptr) << name;
+        EXPECT_EQ(spec->width, model.width) << name;
+        EXPECT_EQ(spec->height, model.height) << name;
+        EXPECT_EQ(spec->order, model.order) << name;
+        EXPECT_EQ(spec->crop, model.crop) << name;
+        for (int c = 0; c < 3; ++c) {
+            EXPECT_FLOAT_EQ(spec->mean[c], model.mean[c]) << name;
+            EXPECT_FLOAT_EQ(spec->scale[c], model.scale[c]) << name;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------
