@@ -283,5 +283,25 @@ TEST_F(FacesTest, CalibrateStoresTheThresholdForTheTargetFar) {
     EXPECT_THAT(r.err, HasSubstr("none.txt"));
 }
 
+// A folder of symlinks (a common way to pick a subset of a dataset) must
+// give chips under --out, and write nothing beside the links' targets.
+TEST_F(FacesTest, AlignWritesChipsOfSymlinkedPhotosUnderOut) {
+    const std::string person = sample_.people.front();
+    fs::path src = tmp_.path() / "originals";
+    fs::path in = tmp_.path() / "links" / person;
+    fs::create_directories(src);
+    fs::create_directories(in);
+    fs::copy_file(sample_.images[person][0], src / "a.jpg");
+    fs::create_symlink(src / "a.jpg", in / "a.jpg");
+
+    fs::path out = tmp_.path() / "chips";
+    run_result r = run_facevec(
+        {"align", (tmp_.path() / "links").string(), "--out", out.string()},
+        tmp_);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(fs::is_regular_file(out / person / "a.png")) << r.err;
+    EXPECT_FALSE(fs::exists(src / "a.png"));
+}
+
 }  // namespace
 }  // namespace facevec

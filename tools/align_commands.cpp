@@ -53,7 +53,10 @@ result<std::vector<fs::path>> list_images(const std::string &root) {
     for (auto it = fs::recursive_directory_iterator(root, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
         if (it->is_regular_file(ec) && is_image_name(it->path())) {
-            files.push_back(fs::relative(it->path(), root, ec));
+            // Lexical, so a symlinked file keeps its place under root
+            // and its chip is written under --out, never beside the
+            // link's target.
+            files.push_back(it->path().lexically_relative(root));
         }
     }
     if (ec) {
