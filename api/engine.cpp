@@ -1,6 +1,8 @@
 #include "api/engine.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <new>
@@ -13,6 +15,9 @@
 
 namespace facevec {
 namespace {
+
+// Bytes of embeddings handed to the index at once while it is rebuilt.
+constexpr size_t kLoadChunkBytes = 256 << 10;
 
 // Runs `fn`, turning any exception thrown below (FAISS, RocksDB, the
 // allocator) into an internal status naming `what`.
@@ -101,21 +106,32 @@ struct engine::impl {
 
 status engine::impl::rebuild_index() {
     return guarded("database " + path + ": loading the index", [&] {
-        std::vector<uint64_t> ids;
-        std::vector<float> vectors;
-        std::vector<std::string> persons;
-        FACEVEC_RETURN_IF_ERROR(store->load_all(ids, vectors, persons));
-
-        if (vectors.size() != ids.size() * dim ||
-            persons.size() != ids.size()) {
-            return corruption("the store returned " +
-                              std::to_string(ids.size()) + " ids, " +
-                              std::to_string(persons.size()) + " persons and " +
-                              std::to_string(vectors.size()) +
-                              " floats for dim " + std::to_string(dim));
-        }
         auto fresh = std::make_unique<index::flat_index>(dim);
-        fresh->add(ids, persons, vectors.data());
+        fresh->reserve(store->face_count());
+
+        // The store's records go to the index in chunks small enough to
+        // stay in the CPU cache on their way to the index's own array.
+        const size_t chunk_rows = std::max<size_t>(
+            1, kLoadChunkBytes / (size_t{dim} * sizeof(float)));
+        std::vector<uint64_t> ids;
+        std::vector<std::string> persons;
+        std::vector<float> vectors(chunk_rows * dim);
+        auto flush = [&] {
+            fresh->add(ids, persons, vectors.data());
+            ids.clear();
+            persons.clear();
+        };
+        FACEVEC_RETURN_IF_ERROR(
+            store->load_faces([&](uint64_t id, std::string_view person,
+                                  std::string_view embedding) {
+                std::memcpy(vectors.data() + ids.size() * dim, embedding.data(),
+                            embedding.size());
+                ids.push_back(id);
+                persons.emplace_back(person);
+                if (ids.size() == chunk_rows)
+                    flush();
+            }));
+        flush();
         index = std::move(fresh);
         return status::ok();
     });
@@ -199,18 +215,24 @@ result<enroll_report> engine::enroll(std::span<const enroll_item> items,
     std::unique_lock lock(impl_->mutex);
     status st = guarded("database " + impl_->path + ": enroll", [&] {
         // Skip what the person already has, in the store or in this batch.
+        std::vector<std::pair<std::string, std::string>> keys;
+        for (size_t i : valid) {
+            if (!items[i].content_hash.empty())
+                keys.emplace_back(items[i].person, items[i].content_hash);
+        }
+        std::vector<bool> stored = impl_->store->has_contents(keys);
         std::set<std::pair<std::string, std::string>> seen;
         std::vector<storage::face_record> records;
+        records.reserve(valid.size());
+        size_t hashed = 0;
         for (size_t i : valid) {
             const enroll_item &item = items[i];
             if (!item.content_hash.empty()) {
                 auto key = std::make_pair(item.person, item.content_hash);
-                if (seen.count(key) != 0 ||
-                    impl_->store->has_content(item.person, item.content_hash)) {
+                if (stored[hashed++] || !seen.insert(std::move(key)).second) {
                     report.skipped.push_back(i);
                     continue;
                 }
-                seen.insert(std::move(key));
             }
             storage::face_record r;
             r.person = item.person;

@@ -19,6 +19,9 @@ namespace {
 // the README (Embedders) for how it was chosen.
 constexpr float kFaceResnetThreshold = 0.30F;
 
+// Why a photo skipped after bytes_options::cancelled fired failed.
+constexpr const char *kCancelled = "not processed: cancelled";
+
 result<std::vector<uint8_t>> read_file(const std::string &path) {
     std::ifstream in(path, std::ios::binary);
     if (!in)
@@ -100,10 +103,22 @@ struct face_pipeline::impl {
     std::unique_ptr<embed::aligner> align;
     std::string fingerprint;  // the embedder's, "-mirror" appended
 
-    // Decodes and aligns one file into `out`, leaving the chips in
-    // `chips` (one per face in out.faces, embeddings still empty).
+    // Reads, decodes and aligns one file into `out`, leaving the chips
+    // in `chips` (one per face in out.faces, embeddings still empty).
     void prepare(const std::string &path, face_policy policy, photo_faces &out,
                  std::vector<std::vector<float>> &chips) const;
+    // As prepare(), for a photo's bytes; `max_pixels` as in
+    // bytes_options.
+    void prepare_bytes(const std::string &name, std::span<const uint8_t> bytes,
+                       face_policy policy, uint64_t max_pixels,
+                       photo_faces &out,
+                       std::vector<std::vector<float>> &chips) const;
+    // Embeds every photo's chips, batch by batch, in photo order, into
+    // out[i].faces; `cancelled` (may be empty) is asked before each
+    // batch. A photo that failed keeps no partial faces.
+    void embed_chips(std::vector<photo_faces> &out,
+                     std::vector<std::vector<std::vector<float>>> &chips,
+                     const std::function<bool()> &cancelled) const;
 };
 
 void face_pipeline::impl::prepare(
@@ -115,10 +130,30 @@ void face_pipeline::impl::prepare(
         out.error = bytes.error();
         return;
     }
-    out.content_hash = embed::sha256_hex(bytes->data(), bytes->size());
-    auto img = embed::decode_bytes(*bytes, path);
+    prepare_bytes(path, *bytes, policy, 0, out, chips);
+}
+
+void face_pipeline::impl::prepare_bytes(
+    const std::string &path, std::span<const uint8_t> bytes, face_policy policy,
+    uint64_t max_pixels, photo_faces &out,
+    std::vector<std::vector<float>> &chips) const {
+    out.path = path;
+    out.content_hash = embed::sha256_hex(bytes.data(), bytes.size());
+    // Limitation: the cap is checked after decoding; the decoder's own
+    // header check (embed::kMaxImagePixels) bounds that work.
+    auto img = embed::decode_bytes(bytes, path);
     if (!img) {
         out.error = img.error();
+        return;
+    }
+    const uint64_t pixels =
+        static_cast<uint64_t>(img->width) * static_cast<uint64_t>(img->height);
+    if (max_pixels > 0 && pixels > max_pixels) {
+        out.error = status(
+            error_code::resource_exhausted,
+            path + ": " + std::to_string(img->width) + " x " +
+                std::to_string(img->height) + " = " + std::to_string(pixels) +
+                " pixels, the limit is " + std::to_string(max_pixels));
         return;
     }
 
@@ -222,22 +257,58 @@ std::vector<photo_faces> face_pipeline::process(
     parallel_for(paths.size(), compute_threads(), [&](size_t i) {
         impl_->prepare(paths[i], policy, out[i], chips[i]);
     });
+    impl_->embed_chips(out, chips, {});
+    return out;
+}
 
-    // Embed every chip, batch by batch, in file order.
-    const size_t dim = impl_->net->dim();
-    std::vector<std::pair<size_t, size_t>> owners;  // (file, face)
+std::vector<photo_faces> face_pipeline::process_bytes(
+    std::span<const photo_bytes> photos, face_policy policy,
+    const bytes_options &opts) const {
+    std::vector<photo_faces> out(photos.size());
+    std::vector<std::vector<std::vector<float>>> chips(photos.size());
+
+    auto one = [&](size_t i) {
+        const photo_bytes &p = photos[i];
+        if (opts.cancelled && opts.cancelled()) {
+            out[i].path = p.name;
+            out[i].error = status(error_code::resource_exhausted,
+                                  p.name + ": " + kCancelled);
+            return;
+        }
+        impl_->prepare_bytes(p.name, p.bytes, policy, opts.max_pixels, out[i],
+                             chips[i]);
+    };
+    if (opts.runner) {
+        opts.runner(photos.size(), one);
+    } else {
+        parallel_for(photos.size(), compute_threads(), one);
+    }
+    impl_->embed_chips(out, chips, opts.cancelled);
+    return out;
+}
+
+void face_pipeline::impl::embed_chips(
+    std::vector<photo_faces> &out,
+    std::vector<std::vector<std::vector<float>>> &chips,
+    const std::function<bool()> &cancelled) const {
+    const size_t dim = net->dim();
+    std::vector<std::pair<size_t, size_t>> owners;  // (photo, face)
     std::vector<float> batch;
     auto flush = [&] {
         if (owners.empty())
             return;
-        auto emb = impl_->net->embed_tensors(batch);
+        result<std::vector<float>> emb =
+            cancelled && cancelled()
+                ? result<std::vector<float>>(
+                      status(error_code::resource_exhausted, kCancelled))
+                : net->embed_tensors(batch);
         for (size_t j = 0; j < owners.size(); ++j) {
-            auto [file, face] = owners[j];
+            auto [photo, face] = owners[j];
             if (!emb) {
-                out[file].error = emb.error().with_context(out[file].path);
+                out[photo].error = emb.error().with_context(out[photo].path);
                 continue;
             }
-            auto &e = out[file].faces[face].embedding;
+            auto &e = out[photo].faces[face].embedding;
             auto row = emb->begin() + j * dim;
             if (e.empty()) {
                 e.assign(row, row + dim);
@@ -251,12 +322,12 @@ std::vector<photo_faces> face_pipeline::process(
         owners.clear();
         batch.clear();
     };
-    for (size_t i = 0; i < paths.size(); ++i) {
-        const size_t per_face = impl_->opts.mirror ? 2 : 1;
+    const size_t per_face = opts.mirror ? 2 : 1;
+    for (size_t i = 0; i < out.size(); ++i) {
         for (size_t f = 0; f < chips[i].size(); ++f) {
             owners.emplace_back(i, f / per_face);
             batch.insert(batch.end(), chips[i][f].begin(), chips[i][f].end());
-            if (owners.size() == static_cast<size_t>(impl_->opts.batch)) {
+            if (owners.size() == static_cast<size_t>(opts.batch)) {
                 flush();
             }
         }
@@ -264,12 +335,11 @@ std::vector<photo_faces> face_pipeline::process(
     }
     flush();
 
-    // A failed file keeps no partial faces.
+    // A failed photo keeps no partial faces.
     for (auto &p : out) {
         if (!p.error.is_ok())
             p.faces.clear();
     }
-    return out;
 }
 
 result<std::string> face_pipeline::hash_file(const std::string &path) {
@@ -280,8 +350,12 @@ result<std::string> face_pipeline::hash_file(const std::string &path) {
 }
 
 float face_pipeline::default_threshold() const {
-    return impl_->net->architecture() == "face-resnet" ? kFaceResnetThreshold
-                                                       : 0.0F;
+    // A face-resnet with a trained head (normalised output) is another
+    // model: its threshold is unknown here.
+    return impl_->net->architecture() == "face-resnet" &&
+                   !impl_->net->normalized()
+               ? kFaceResnetThreshold
+               : 0.0F;
 }
 
 int face_pipeline::dim() const {
@@ -290,6 +364,38 @@ int face_pipeline::dim() const {
 bool face_pipeline::normalized() const {
     return impl_->net->normalized();
 }
+
+result<face_pipeline_options> options_for_fingerprint(std::string fp) {
+    face_pipeline_options o;
+    const std::string mirror = "-mirror";
+    if (fp.ends_with(mirror)) {
+        o.mirror = true;
+        fp.resize(fp.size() - mirror.size());
+    }
+    // The last three dash-separated fields; the architecture is the rest.
+    constexpr int kTailFields = 3;
+    size_t cut = fp.size();
+    std::vector<std::string> tail;
+    for (int i = 0; i < kTailFields; ++i) {
+        size_t dash = cut == 0 ? std::string::npos : fp.rfind('-', cut - 1);
+        if (dash == std::string::npos || dash == 0) {
+            return invalid_argument("model fingerprint \"" + fp +
+                                    "\" is not <arch>-<precision>-<align>-"
+                                    "<hash>");
+        }
+        tail.push_back(fp.substr(dash + 1, cut - dash - 1));
+        cut = dash;
+    }
+    o.model = fp.substr(0, cut);
+    // tail holds the hash, the alignment and the precision, in that order.
+    o.prec = tail[2] == "bf16" ? embed::precision::bf16 : embed::precision::f32;
+    auto mode = embed::parse_align_mode(tail[1]);
+    if (!mode)
+        return mode.error();
+    o.align = *mode;
+    return o;
+}
+
 const std::string &face_pipeline::fingerprint() const {
     return impl_->fingerprint;
 }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -46,6 +47,12 @@ enum class face_policy {
 // Parses "one", "largest", "central", "all".
 result<face_policy> parse_face_policy(const std::string &name);
 
+// The options that reproduce the model a fingerprint names, in the form
+// face_pipeline::fingerprint() gives: "<arch>-<precision>-<align>-<hash>"
+// with "-mirror" appended when mirroring. Other fields keep their
+// defaults. invalid_argument names a fingerprint of another form.
+result<face_pipeline_options> options_for_fingerprint(std::string fp);
+
 struct face_found {
     embed::face_box box;           // in the decoded (upright) photo's pixels
     std::vector<float> embedding;  // dim() floats
@@ -62,6 +69,31 @@ struct photo_faces {
     std::vector<face_found> faces;
 };
 
+// One encoded photo held in memory (JPEG, PNG, PGM or PPM bytes).
+struct photo_bytes {
+    std::string name;                // stands for the photo in messages
+    std::span<const uint8_t> bytes;  // borrowed for the call
+};
+
+// Runs fn(i) for every i in [0, n), possibly on several threads, and
+// returns once every call has returned.
+using parallel_runner =
+    std::function<void(size_t n, const std::function<void(size_t)> &fn)>;
+
+struct bytes_options {
+    // A decoded photo with more pixels than this fails with
+    // resource_exhausted naming its size and the cap, and is never
+    // embedded. 0: only the decoder's own cap (embed/image.h).
+    uint64_t max_pixels = 0;
+    // Runs the decoding and alignment; empty: up to compute_threads()
+    // threads started by the call.
+    parallel_runner runner;
+    // Asked before each photo is decoded and before each network batch;
+    // once it returns true the remaining photos are not processed and
+    // fail with resource_exhausted ("... not processed: cancelled").
+    std::function<bool()> cancelled;
+};
+
 class face_pipeline {
   public:
     // Loads the model and, for align_mode::detect, dlib's landmark model.
@@ -74,6 +106,13 @@ class face_pipeline {
     // file never stops the others. Thread-safe.
     std::vector<photo_faces> process(std::span<const std::string> paths,
                                      face_policy policy) const;
+
+    // As process(), for photos in memory: one entry per photo, in order,
+    // with path set to its name; errors and content_hash as for a file.
+    // A bad photo never stops the others. Thread-safe.
+    std::vector<photo_faces> process_bytes(
+        std::span<const photo_bytes> photos, face_policy policy,
+        const bytes_options &opts = {}) const;
 
     // The SHA-256 of a file's bytes, as process() records it, without
     // decoding; used to skip files already enrolled. io_error names the

@@ -178,7 +178,10 @@ struct batch {
     std::vector<std::string> sources;         // enroll only
     std::vector<std::vector<float>> vectors;  // empty for an image item
     std::vector<std::string> images;  // encoded bytes; empty for a vector
+    std::vector<std::string> names;   // an image's name in messages
     std::vector<bool> is_image;
+    // Filled by embed_images for image items.
+    std::vector<embedded_image> embedded;
 
     size_t size() const { return is_image.size(); }
     size_t image_count() const {
@@ -188,9 +191,12 @@ struct batch {
     void add_vector(std::vector<float> v) {
         vectors.push_back(std::move(v));
         images.emplace_back();
+        names.emplace_back();
         is_image.push_back(false);
     }
-    void add_image(std::string bytes) {
+    // `name`: the file name of a form file, else "" for "item N".
+    void add_image(std::string bytes, const std::string &name = "") {
+        names.push_back(name.empty() ? "item " + std::to_string(size()) : name);
         vectors.emplace_back();
         images.push_back(std::move(bytes));
         is_image.push_back(true);
@@ -325,7 +331,7 @@ std::optional<api_error> parse_enroll_form(const httplib::Request &req,
     for (auto it = begin; it != end; ++it) {
         out.persons.push_back(person);
         out.sources.push_back(it->second.filename);
-        out.add_image(it->second.content);
+        out.add_image(it->second.content, it->second.filename);
     }
     if (out.size() == 0)
         return bad_request("form has no \"images\" files");
@@ -406,7 +412,7 @@ std::optional<api_error> parse_query_form(const httplib::Request &req,
                                           query_params &p) {
     auto [begin, end] = req.files.equal_range("images");
     for (auto it = begin; it != end; ++it)
-        out.add_image(it->second.content);
+        out.add_image(it->second.content, it->second.filename);
     if (out.size() == 0)
         return bad_request("form has no \"images\" files");
 
@@ -439,6 +445,23 @@ std::optional<api_error> check_content_type(const httplib::Request &req) {
                          " is not application/json or "
                          "multipart/form-data",
                      std::nullopt};
+}
+
+// A face's answer as `facevec query IMAGE` prints it: "input", "fallback"
+// (only when set), "box", then to_json's keys.
+json face_result(const std::string &input, const image_face &face,
+                 const query_answer &answer, size_t query_index) {
+    json j;
+    j["input"] = input;
+    if (face.fallback)
+        j["fallback"] = "center crop";
+    j["box"] = json::array();
+    for (float v : face.box)
+        j["box"].push_back(json_number(v));
+    json fields = to_json(answer, query_index);
+    for (auto &[key, value] : fields.items())
+        j[key] = value;
+    return j;
 }
 
 // ---- routes ----
@@ -582,19 +605,24 @@ struct server::impl {
                                        const route_def &r) const;
     void count(const char *endpoint, const char *method, int http,
                clock_type::time_point start);
-    reply dispatch(route_id id, const httplib::Request &req);
+    reply dispatch(route_id id, const httplib::Request &req,
+                   clock_type::time_point deadline);
 
     reply healthz();
     reply metrics();
-    reply enroll(const httplib::Request &req);
-    reply query(const httplib::Request &req);
+    reply enroll(const httplib::Request &req, clock_type::time_point deadline);
+    reply query(const httplib::Request &req, clock_type::time_point deadline);
     reply list_persons(const httplib::Request &req);
     reply remove_person(const httplib::Request &req);
     reply remove_face(const httplib::Request &req);
     reply stats();
 
     std::optional<api_error> check_counts(const batch &b) const;
-    std::optional<api_error> embed_images(batch &b);
+    std::optional<api_error> embed_images(batch &b, image_purpose purpose,
+                                          clock_type::time_point deadline);
+    clock_type::time_point deadline_from(clock_type::time_point start) const;
+    std::optional<api_error> check_deadline(
+        clock_type::time_point deadline) const;
     std::optional<api_error> check_vectors(const batch &b) const;
 };
 
@@ -658,7 +686,7 @@ void server::impl::install_route(const route_def &r) {
                 res.set_header("WWW-Authenticate", "Bearer");
             }
         } else {
-            out = dispatch(r.id, req);
+            out = dispatch(r.id, req, deadline_from(start));
         }
 
         if (r.id == route_id::metrics && out.http == kOk) {
@@ -682,16 +710,17 @@ void server::impl::install_route(const route_def &r) {
     }
 }
 
-reply server::impl::dispatch(route_id id, const httplib::Request &req) {
+reply server::impl::dispatch(route_id id, const httplib::Request &req,
+                             clock_type::time_point deadline) {
     switch (id) {
         case route_id::healthz:
             return healthz();
         case route_id::metrics:
             return metrics();
         case route_id::enroll:
-            return enroll(req);
+            return enroll(req, deadline);
         case route_id::query:
-            return query(req);
+            return query(req, deadline);
         case route_id::list_persons:
             return list_persons(req);
         case route_id::remove_person:
@@ -780,7 +809,49 @@ std::optional<api_error> server::impl::check_counts(const batch &b) const {
     return std::nullopt;
 }
 
-std::optional<api_error> server::impl::embed_images(batch &b) {
+clock_type::time_point server::impl::deadline_from(
+    clock_type::time_point start) const {
+    double seconds = options.limits.request_timeout_seconds;
+    if (seconds <= 0)
+        return clock_type::time_point::max();
+    return start + std::chrono::duration_cast<clock_type::duration>(
+                       std::chrono::duration<double>(seconds));
+}
+
+std::optional<api_error> server::impl::check_deadline(
+    clock_type::time_point deadline) const {
+    if (clock_type::now() <= deadline)
+        return std::nullopt;
+    std::ostringstream limit;
+    limit << options.limits.request_timeout_seconds;
+    return api_error{kUnavailable, "deadline_exceeded",
+                     "the request ran over the server's time limit of " +
+                         limit.str() + " s (--request-timeout); nothing " +
+                         "was written",
+                     std::nullopt};
+}
+
+namespace {
+
+// An image's error as an answer: the client sent it, so decoding
+// failures are 4xx too.
+api_error image_error(const status &s, size_t item) {
+    switch (s.code()) {
+        case error_code::corruption:
+        case error_code::not_found:
+            return bad_request(s.message(), item);
+        case error_code::unsupported:
+            return {kUnsupportedMediaType, error_code_name(s.code()),
+                    s.message(), item};
+        default:
+            return error_from(s, item);
+    }
+}
+
+}  // namespace
+
+std::optional<api_error> server::impl::embed_images(
+    batch &b, image_purpose purpose, clock_type::time_point deadline) {
     std::vector<size_t> positions;
     std::vector<image_input> inputs;
     for (size_t i = 0; i < b.size(); ++i) {
@@ -797,22 +868,29 @@ std::optional<api_error> server::impl::embed_images(batch &b) {
         const std::string &bytes = b.images[i];
         inputs.push_back(
             {{reinterpret_cast<const uint8_t *>(bytes.data()), bytes.size()},
-             "item " + std::to_string(i)});
+             b.names[i]});
         positions.push_back(i);
     }
     if (inputs.empty())
         return std::nullopt;
 
-    std::vector<result<std::vector<float>>> out =
-        options.embedder->embed(inputs, options.limits.max_image_pixels);
+    std::vector<result<embedded_image>> out = options.embedder->embed(
+        inputs, purpose, {options.limits.max_image_pixels, deadline});
     FACEVEC_ASSERT(out.size() == inputs.size(),
                    "the embedder returned a wrong number of results");
-    images_embedded.Increment(static_cast<double>(inputs.size()));
+    if (auto late = check_deadline(deadline))
+        return late;
+    b.embedded.resize(b.size());
     for (size_t j = 0; j < out.size(); ++j) {
+        size_t item = positions[j];
         if (!out[j].is_ok())
-            return error_from(out[j].error(), positions[j]);
-        b.vectors[positions[j]] = std::move(out[j]).value();
+            return image_error(out[j].error(), item);
+        b.embedded[item] = std::move(out[j]).value();
+        FACEVEC_ASSERT(!b.embedded[item].faces.empty(),
+                       "the embedder returned an image without faces");
+        b.vectors[item] = b.embedded[item].faces.front().embedding;
     }
+    images_embedded.Increment(static_cast<double>(inputs.size()));
     return std::nullopt;
 }
 
@@ -830,7 +908,8 @@ std::optional<api_error> server::impl::check_vectors(const batch &b) const {
     return std::nullopt;
 }
 
-reply server::impl::enroll(const httplib::Request &req) {
+reply server::impl::enroll(const httplib::Request &req,
+                           clock_type::time_point deadline) {
     if (auto e = check_content_type(req))
         return error_reply(*e);
 
@@ -845,14 +924,19 @@ reply server::impl::enroll(const httplib::Request &req) {
     if (!e)
         e = check_counts(b);
     if (!e)
-        e = embed_images(b);
+        e = embed_images(b, image_purpose::enroll, deadline);
+    if (!e)
+        e = check_deadline(deadline);
     if (e)
         return error_reply(*e);
 
+    // An image carries its content hash: the same photo sent again for
+    // the same person is skipped, as `facevec enroll` does.
     std::vector<enroll_item> items(b.size());
     for (size_t i = 0; i < b.size(); ++i) {
+        std::string hash = b.is_image[i] ? b.embedded[i].content_hash : "";
         items[i] = {std::move(b.persons[i]), std::move(b.vectors[i]),
-                    std::move(b.sources[i]), std::string()};
+                    std::move(b.sources[i]), std::move(hash)};
         status valid = db.validate(items[i], i);
         if (!valid.is_ok())
             return error_reply(error_from(valid, i));
@@ -869,10 +953,11 @@ reply server::impl::enroll(const httplib::Request &req) {
         faces.push_back(
             {{"item", report->enrolled[j]}, {"face", report->ids[j]}});
     }
-    return {kOk, {{"faces", std::move(faces)}}};
+    return {kOk, {{"faces", std::move(faces)}, {"skipped", report->skipped}}};
 }
 
-reply server::impl::query(const httplib::Request &req) {
+reply server::impl::query(const httplib::Request &req,
+                          clock_type::time_point deadline) {
     if (auto e = check_content_type(req))
         return error_reply(*e);
 
@@ -889,30 +974,53 @@ reply server::impl::query(const httplib::Request &req) {
     if (!e)
         e = check_counts(b);
     if (!e)
-        e = embed_images(b);
+        e = embed_images(b, image_purpose::query, deadline);
     if (!e)
         e = check_vectors(b);
+    if (!e)
+        e = check_deadline(deadline);
     if (e)
         return error_reply(*e);
 
-    uint32_t dim = db.meta().dim;
-    std::vector<float> flat(b.size() * dim);
+    // One query per vector, or per face found in the images.
+    std::vector<const std::vector<float> *> rows;
+    std::vector<std::pair<size_t, size_t>> owners;  // (item, face)
     for (size_t i = 0; i < b.size(); ++i) {
-        std::copy(b.vectors[i].begin(), b.vectors[i].end(),
-                  flat.begin() + static_cast<ptrdiff_t>(i * dim));
+        if (!b.is_image[i]) {
+            rows.push_back(&b.vectors[i]);
+            owners.emplace_back(i, 0);
+            continue;
+        }
+        const std::vector<image_face> &faces = b.embedded[i].faces;
+        for (size_t f = 0; f < faces.size(); ++f) {
+            rows.push_back(&faces[f].embedding);
+            owners.emplace_back(i, f);
+        }
+    }
+    uint32_t dim = db.meta().dim;
+    std::vector<float> flat(rows.size() * dim);
+    for (size_t r = 0; r < rows.size(); ++r) {
+        std::copy(rows[r]->begin(), rows[r]->end(),
+                  flat.begin() + static_cast<ptrdiff_t>(r * dim));
     }
 
     clock_type::time_point start = clock_type::now();
     result<std::vector<query_answer>> answers =
-        db.query(flat.data(), b.size(), p.k, p.threshold);
+        db.query(flat.data(), rows.size(), p.k, p.threshold);
     query_latency.Observe(
         std::chrono::duration<double>(clock_type::now() - start).count());
     if (!answers.is_ok())
         return error_reply(error_from(answers.error()));
 
     json results = json::array();
-    for (size_t i = 0; i < answers->size(); ++i) {
-        results.push_back(to_json((*answers)[i], i));
+    for (size_t r = 0; r < answers->size(); ++r) {
+        auto [item, face] = owners[r];
+        if (!b.is_image[item]) {
+            results.push_back(to_json((*answers)[r], r));
+            continue;
+        }
+        results.push_back(face_result(
+            b.names[item], b.embedded[item].faces[face], (*answers)[r], r));
     }
     return {kOk, {{"results", std::move(results)}}};
 }
@@ -994,11 +1102,22 @@ result<std::unique_ptr<server>> server::start(engine &db,
     if (options.http_threads == 0) {
         return invalid_argument("the HTTP thread count must be >= 1");
     }
+    double timeout = options.limits.request_timeout_seconds;
+    if (!std::isfinite(timeout) || timeout < 0) {
+        return invalid_argument("the request timeout must be >= 0 seconds");
+    }
     if (options.embedder && options.embedder->dim() != db.meta().dim) {
         return mismatch("the image embedder makes " +
                         std::to_string(options.embedder->dim()) +
                         "-float embeddings, the database holds " +
                         std::to_string(db.meta().dim));
+    }
+    if (options.embedder && !db.meta().model_fingerprint.empty() &&
+        options.embedder->fingerprint() != db.meta().model_fingerprint) {
+        return mismatch("the image embedder is " +
+                        options.embedder->fingerprint() +
+                        ", the database holds embeddings of " +
+                        db.meta().model_fingerprint);
     }
 
     auto p = std::make_unique<impl>(db, std::move(options));
@@ -1015,6 +1134,9 @@ result<std::unique_ptr<server>> server::start(engine &db,
     p->http.set_read_timeout(l.read_timeout_seconds);
     p->http.set_write_timeout(l.write_timeout_seconds);
     p->http.set_keep_alive_timeout(l.keep_alive_seconds);
+    // An answer is written as headers then body; with Nagle's algorithm
+    // the body waits for the client's delayed ACK (about 40 ms).
+    p->http.set_tcp_nodelay(true);
     p->install_routes();
 
     const std::string &host = p->options.host;

@@ -9,9 +9,14 @@
 // Threads: httplib's pool serves connections; queries run concurrently,
 // the engine serialises writes and applies each batch atomically. Images
 // are embedded by an injected image_embedder, which owns its bounded
-// thread pool; without one, image requests answer 501 "unsupported".
+// thread pool; without one, image requests answer 501 "unsupported". An
+// image query answers, per face found, the object `facevec query IMAGE`
+// prints: {"input", "fallback"?, "box", "query", "person", "distance",
+// "top"}.
 #pragma once
 
+#include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -30,8 +35,37 @@ struct image_input {
     std::string name;                // for messages: "item 3" or a filename
 };
 
+// One face found in an image.
+struct image_face {
+    // left, top, right, bottom, in the upright image's pixels.
+    std::array<float, 4> box{};
+    bool fallback = false;         // no face found: the centre crop
+    std::vector<float> embedding;  // dim() floats
+};
+
+// What one image gave.
+struct embedded_image {
+    std::string content_hash;       // SHA-256 hex of the bytes
+    std::vector<image_face> faces;  // at least one
+};
+
+// What the faces are for: enroll wants exactly one face per image (the
+// embedder's policy picks or refuses), query wants every face.
+enum class image_purpose { enroll, query };
+
+struct embed_limits {
+    // Images above this many pixels are refused, never embedded.
+    uint64_t max_pixels = 0;
+    // Past it the embedder may stop early; the server then discards the
+    // results and answers 503 deadline_exceeded.
+    std::chrono::steady_clock::time_point deadline =
+        std::chrono::steady_clock::time_point::max();
+};
+
 // Turns encoded images into embeddings of the database's dim. Thread-safe:
-// the server calls it from many request threads at once.
+// the server calls it from many request threads at once, and the
+// implementation bounds the threads it uses however many callers there
+// are.
 class image_embedder {
   public:
     virtual ~image_embedder() = default;
@@ -42,12 +76,14 @@ class image_embedder {
     // The model fingerprint stored with each embedded face.
     virtual std::string fingerprint() const = 0;
 
-    // One result per image, in order: an embedding of dim() floats, or why
-    // that image failed (invalid_argument for undecodable bytes or no
-    // face, resource_exhausted above max_pixels). Images above max_pixels
-    // pixels must be refused, never embedded.
-    virtual std::vector<result<std::vector<float>>> embed(
-        std::span<const image_input> images, uint64_t max_pixels) = 0;
+    // One result per image, in order: its faces, or why that image
+    // failed, the message naming the image: invalid_argument (no face,
+    // too many faces, too small), corruption (undecodable bytes),
+    // unsupported (another format), resource_exhausted (above
+    // limits.max_pixels, or not processed past limits.deadline).
+    virtual std::vector<result<embedded_image>> embed(
+        std::span<const image_input> images, image_purpose purpose,
+        const embed_limits &limits) = 0;
 };
 
 // An API key from the keys file.
@@ -74,9 +110,13 @@ struct server_limits {
     uint64_t max_image_pixels = 40000000;  // per image, 413
     int max_k = 1000;                      // 400 invalid_argument
     size_t max_list_limit = 10000;         // persons per page, 400
-    int read_timeout_seconds = 30;         // to receive a request
-    int write_timeout_seconds = 30;        // to send an answer
-    int keep_alive_seconds = 5;            // idle keep-alive connection
+    // Seconds from routing to answer; a request over it answers 503
+    // deadline_exceeded (checked before any write and after embedding, so
+    // an acknowledged write is never refused late). 0: no limit.
+    double request_timeout_seconds = 30;
+    int read_timeout_seconds = 30;   // to receive a request
+    int write_timeout_seconds = 30;  // to send an answer
+    int keep_alive_seconds = 5;      // idle keep-alive connection
 };
 
 struct server_options {
@@ -104,7 +144,8 @@ class server {
   public:
     // Checks the options and binds the address. Errors: invalid_argument
     // for a non-loopback host without keys or bad limits, mismatch when the
-    // embedder's dim differs from the database's, io_error when the
+    // embedder's dim differs from the database's or its fingerprint from
+    // a database's non-empty one, io_error when the
     // address cannot be bound. `db` must outlive the server.
     static result<std::unique_ptr<server>> start(engine &db,
                                                  server_options options);

@@ -1,18 +1,27 @@
 // The executor against bare oneDNN primitives, in the same run.
 //
-// BM_Executor runs a whole network through embed::network (reorders,
-// residual adds, padding, head included). BM_BarePrimitives runs only the
+// executor/... runs a whole network through embed::network (reorders,
+// residual adds, padding, head included). bare/... runs only the
 // network's convolutions (with their fused ReLU) and poolings as oneDNN
 // primitives, each on its own preallocated buffers in the layout oneDNN
-// picked: the floor the executor is measured against. Both report images/s
-// (items_per_second) and GFLOP/s over the convolutions and inner products.
-// Weights are seeded random (timing does not depend on their values).
+// picked: the floor the executor is measured against. Each case's two
+// runs are registered side by side so they see the same machine load.
+// Both report images/s (items_per_second) and GFLOP/s over the
+// convolutions and inner products, in process CPU time. Weights are
+// seeded random (timing does not depend on their values).
 //
-// 1-thread figures: OMP_NUM_THREADS=1 build/bench/embed_bench
+// Cases: face ResNet at 150, VGG16 at 224 and 112; batch 1, 8 and 32;
+// f32 and bf16. 1-thread figures, repeated (one command line):
+//   OMP_NUM_THREADS=1 FACEVEC_THREADS=1 build/bench/embed_bench
+//       --benchmark_repetitions=3
+// One model: --benchmark_filter=vgg16/224 (names are
+// "<executor|bare>/<model>/<side>/batch:<n>/<f32|bf16>").
 #include <benchmark/benchmark.h>
 
-#include <map>
-#include <random>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -65,7 +74,6 @@ void set_counters(benchmark::State &state, const network_desc &d, int n) {
     state.counters["GFLOP/s"] =
         benchmark::Counter(flops_per_image(d) * n / kGiga,
                            benchmark::Counter::kIsIterationInvariantRate);
-    state.SetLabel(model_label(static_cast<int>(state.range(0))));
 }
 
 // Args: model, batch, bf16 (0/1).
@@ -186,21 +194,39 @@ void BM_BarePrimitives(benchmark::State &state) {
     set_counters(state, d, n);
 }
 
-void sweep(benchmark::internal::Benchmark *b) {
-    b->ArgNames({"model", "batch", "bf16"});
+constexpr double kMinSeconds = 1.0;
+
+// Registers executor and bare runs of every case, side by side.
+void register_cases() {
     for (int model : {kFaceResnet150, kVgg224, kVgg112}) {
         for (int batch : {1, 8, 32}) {
-            for (int bf16 : {0, 1})
-                b->Args({model, batch, bf16});
+            for (int bf16 : {0, 1}) {
+                std::string tail = std::string(model_label(model)) +
+                                   "/batch:" + std::to_string(batch) +
+                                   (bf16 ? "/bf16" : "/f32");
+                for (auto [kind, fn] :
+                     {std::pair{"executor/", &BM_Executor},
+                      std::pair{"bare/", &BM_BarePrimitives}}) {
+                    benchmark::RegisterBenchmark((kind + tail).c_str(), fn)
+                        ->Args({model, batch, bf16})
+                        ->Unit(benchmark::kMillisecond)
+                        ->MinTime(kMinSeconds)
+                        ->MeasureProcessCPUTime();
+                }
+            }
         }
     }
-    b->Unit(benchmark::kMillisecond)->MinTime(1.0)->UseRealTime();
 }
-
-BENCHMARK(BM_Executor)->Apply(sweep);
-BENCHMARK(BM_BarePrimitives)->Apply(sweep);
 
 }  // namespace
 }  // namespace facevec::embed
 
-BENCHMARK_MAIN();
+int main(int argc, char **argv) {
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv))
+        return 1;
+    facevec::embed::register_cases();
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

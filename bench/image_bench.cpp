@@ -2,6 +2,8 @@
 // decoding of the same bytes, in the same run, on one thread.
 //
 //   BM_plain_decode/<case>          tjDecompress2 to full-size RGB
+//   BM_decode_only/<case>           decode_bytes as below, no preprocess
+//   BM_preprocess_only/<case>       preprocess_into of that decoded image
 //   BM_decode_preprocess/<case>     decode_bytes with the spec's
 //                                   min_side (DCT scaling), then
 //                                   preprocess_into a 150x150 input
@@ -140,6 +142,48 @@ void decode_and_preprocess(benchmark::State &state, bool scaled) {
     state.SetLabel(label);
 }
 
+// facevec's decoding alone (libjpeg API, markers, checks), at the size
+// decode_preprocess decodes to: what the resize adds is the difference.
+// NOLINTNEXTLINE(readability-identifier-naming): BM_ names.
+void BM_decode_only(benchmark::State &state) {
+    const std::vector<uint8_t> &jpeg = jpeg_case(state.range(0));
+    const preprocess_spec &spec = *facevec::embed::find_preprocess_spec(kModel);
+    facevec::embed::decode_options opts;
+    opts.min_side = facevec::embed::decode_min_side(spec);
+    for (auto _ : state) {
+        auto img = facevec::embed::decode_bytes(jpeg, "bench.jpg", opts);
+        if (!img.is_ok()) {
+            state.SkipWithError(img.error().message().c_str());
+            break;
+        }
+        benchmark::DoNotOptimize(img->rgb.data());
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
+// preprocess_into alone, on the image decode_only returns.
+// NOLINTNEXTLINE(readability-identifier-naming): BM_ names.
+void BM_preprocess_only(benchmark::State &state) {
+    const std::vector<uint8_t> &jpeg = jpeg_case(state.range(0));
+    const preprocess_spec &spec = *facevec::embed::find_preprocess_spec(kModel);
+    facevec::embed::decode_options opts;
+    opts.min_side = facevec::embed::decode_min_side(spec);
+    auto img = facevec::embed::decode_bytes(jpeg, "bench.jpg", opts);
+    if (!img.is_ok()) {
+        state.SkipWithError(img.error().message().c_str());
+        return;
+    }
+    std::vector<float> input(facevec::embed::input_floats(spec));
+    for (auto _ : state) {
+        if (!facevec::embed::preprocess_into(*img, spec, input).is_ok()) {
+            state.SkipWithError("preprocess failed");
+            break;
+        }
+        benchmark::DoNotOptimize(input.data());
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
 // NOLINTNEXTLINE(readability-identifier-naming): BM_ names.
 void BM_decode_preprocess(benchmark::State &state) {
     decode_and_preprocess(state, /*scaled=*/true);
@@ -151,6 +195,8 @@ void BM_decode_preprocess_full(benchmark::State &state) {
 }
 
 BENCHMARK(BM_plain_decode)->ArgName("case")->Arg(0)->Arg(1);
+BENCHMARK(BM_decode_only)->ArgName("case")->Arg(0)->Arg(1);
+BENCHMARK(BM_preprocess_only)->ArgName("case")->Arg(0)->Arg(1);
 BENCHMARK(BM_decode_preprocess)->ArgName("case")->Arg(0)->Arg(1);
 BENCHMARK(BM_decode_preprocess_full)->ArgName("case")->Arg(0)->Arg(1);
 

@@ -58,7 +58,8 @@ batch_data make_batch(size_t dim) {
 
 head_config config_for(const benchmark::State &state) {
     return {static_cast<size_t>(state.range(0)),
-            static_cast<size_t>(state.range(1)), kOutput, true};
+            static_cast<size_t>(state.range(1)), kOutput, true,
+            facevec::train::head_init::random};
 }
 
 // NOLINTNEXTLINE(readability-identifier-naming): BM_ names.

@@ -113,6 +113,44 @@ void add_layer_weights(tensor_map &w, const std::string &name,
     w[name] = std::move(t);
 }
 
+// The embedding head after the current last layer: fc "head/fc1"
+// (hidden, ReLU) when hidden > 0, fc "head/fc2" (dim), L2 normalisation.
+void append_head(network_desc &d, int hidden, int dim) {
+    if (hidden > 0) {
+        layer_desc fc1;
+        fc1.kind = layer_kind::inner_product;
+        fc1.name = kHeadFc1;
+        fc1.channels = hidden;
+        fc1.relu = true;
+        d.layers.push_back(fc1);
+    }
+    layer_desc fc2;
+    fc2.kind = layer_kind::inner_product;
+    fc2.name = kHeadFc2;
+    fc2.channels = dim;
+    d.layers.push_back(fc2);
+    d.l2_normalize = true;
+}
+
+// Reads the integer params[key] into `field` when present; invalid_argument
+// naming the architecture and key when it is not an integer in lo..hi.
+status read_int_param(const nlohmann::json &params, const char *architecture,
+                      const char *key, int lo, int hi, int &field) {
+    if (!params.is_object() || !params.contains(key)) {
+        return status::ok();
+    }
+    const auto &v = params.at(key);
+    if (!v.is_number_integer() || v.get<int64_t>() < lo ||
+        v.get<int64_t>() > hi) {
+        return invalid_argument(std::string(architecture) + " parameter " +
+                                key + ": " + v.dump() +
+                                " is not an integer in " + std::to_string(lo) +
+                                ".." + std::to_string(hi));
+    }
+    field = v.get<int>();
+    return status::ok();
+}
+
 }  // namespace
 
 nlohmann::json vgg16_params::to_json() const {
@@ -121,28 +159,38 @@ nlohmann::json vgg16_params::to_json() const {
 
 result<vgg16_params> parse_vgg16_params(const nlohmann::json &params) {
     vgg16_params p;
-    auto read = [&](const char *key, int &field, int lo) -> status {
-        if (!params.is_object() || !params.contains(key)) {
-            return status::ok();
-        }
-        const auto &v = params.at(key);
-        if (!v.is_number_integer() || v.get<int64_t>() < lo ||
-            v.get<int64_t>() > kMaxInputSide) {
-            return invalid_argument("vgg16 parameter " + std::string(key) +
-                                    ": " + v.dump() + " is not an integer in " +
-                                    std::to_string(lo) + ".." +
-                                    std::to_string(kMaxInputSide));
-        }
-        field = v.get<int>();
-        return status::ok();
-    };
-    FACEVEC_RETURN_IF_ERROR(read("input_size", p.input_size, kVggMinSide));
-    FACEVEC_RETURN_IF_ERROR(read("dim", p.dim, 1));
-    FACEVEC_RETURN_IF_ERROR(read("hidden", p.hidden, 0));
+    FACEVEC_RETURN_IF_ERROR(read_int_param(params, kVgg16, "input_size",
+                                           kVggMinSide, kMaxInputSide,
+                                           p.input_size));
+    FACEVEC_RETURN_IF_ERROR(
+        read_int_param(params, kVgg16, "dim", 1, kMaxInputSide, p.dim));
+    FACEVEC_RETURN_IF_ERROR(
+        read_int_param(params, kVgg16, "hidden", 0, kMaxInputSide, p.hidden));
     return p;
 }
 
-network_desc face_resnet_network() {
+nlohmann::json face_resnet_params::to_json() const {
+    if (dim == 0)
+        return nlohmann::json::object();
+    return {{"dim", dim}, {"hidden", hidden}};
+}
+
+result<face_resnet_params> parse_face_resnet_params(
+    const nlohmann::json &params) {
+    face_resnet_params p;
+    FACEVEC_RETURN_IF_ERROR(
+        read_int_param(params, kFaceResnet, "dim", 1, kMaxHeadWidth, p.dim));
+    FACEVEC_RETURN_IF_ERROR(read_int_param(params, kFaceResnet, "hidden", 0,
+                                           kMaxHeadWidth, p.hidden));
+    if (p.dim == 0 && params.is_object() && params.contains("hidden")) {
+        return invalid_argument(
+            "face-resnet parameter hidden: given without dim (a head needs "
+            "its output size)");
+    }
+    return p;
+}
+
+network_desc face_resnet_network(const face_resnet_params &p) {
     network_desc d;
     d.architecture = kFaceResnet;
     d.channels = 3;
@@ -193,6 +241,8 @@ network_desc face_resnet_network() {
     fc.name = "fc";
     fc.channels = kFaceResnetDim;
     d.layers.push_back(fc);
+    if (p.dim > 0)
+        append_head(d, p.hidden, p.dim);
     return d;
 }
 
@@ -227,20 +277,7 @@ network_desc vgg16_network(const vgg16_params &p) {
     gap.kind = layer_kind::global_avg_pool;
     gap.name = kVgg16Features;
     d.layers.push_back(gap);
-    if (p.hidden > 0) {
-        layer_desc fc1;
-        fc1.kind = layer_kind::inner_product;
-        fc1.name = "head/fc1";
-        fc1.channels = p.hidden;
-        fc1.relu = true;
-        d.layers.push_back(fc1);
-    }
-    layer_desc fc2;
-    fc2.kind = layer_kind::inner_product;
-    fc2.name = "head/fc2";
-    fc2.channels = p.dim;
-    d.layers.push_back(fc2);
-    d.l2_normalize = true;
+    append_head(d, p.hidden, p.dim);
     return d;
 }
 
@@ -255,7 +292,10 @@ preprocess_spec vgg16_preprocess(int input_size) {
 result<model_desc> describe_model(const std::string &architecture,
                                   const nlohmann::json &params) {
     if (architecture == kFaceResnet) {
-        return model_desc{face_resnet_network(), face_resnet_preprocess()};
+        auto p = parse_face_resnet_params(params);
+        if (!p)
+            return p.error();
+        return model_desc{face_resnet_network(*p), face_resnet_preprocess()};
     }
     if (architecture == kVgg16) {
         auto p = parse_vgg16_params(params);

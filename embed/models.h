@@ -10,7 +10,11 @@
 //   new channel count (and, where the conv output is one pixel smaller,
 //   the conv output is zero-padded at the bottom/right). Global average
 //   pooling and a 256 -> 128 fully connected layer without bias end it.
-//   Every conv has a bias and a per-channel scale/shift.
+//   Every conv has a bias and a per-channel scale/shift. Optionally
+//   (params "dim", "hidden", as a trained file exported by `facevec train
+//   --backbone face-resnet --export-model` has them) the same embedding
+//   head as vgg16's follows the 128-D output, L2-normalised; without
+//   "dim" the network is the plain one above.
 //
 // vgg16: the 13 convolutions of VGG16 (3x3, 'same', ReLU, 2x2/2 max pool
 //   after blocks 1-5), global average pooling ("features", 512-D), then an
@@ -40,6 +44,14 @@ inline constexpr const char *kVgg16 = "vgg16";
 // the embedding head is trained on.
 inline constexpr const char *kVgg16Features = "features";
 
+// The embedding head's layers: "head/fc1" (input -> hidden, ReLU) then
+// "head/fc2" (hidden -> dim), or "head/fc2" alone (input -> dim) when
+// hidden is 0. Their tensors are "<layer>/weight" and "<layer>/bias".
+inline constexpr const char *kHeadFc1 = "head/fc1";
+inline constexpr const char *kHeadFc2 = "head/fc2";
+// Widest head layer a params object may ask for.
+inline constexpr int kMaxHeadWidth = 65536;
+
 struct vgg16_params {
     int input_size = 224;  // square input side, 32..kMaxInputSide
     int dim = 128;         // embedding size
@@ -53,7 +65,23 @@ struct vgg16_params {
 // defaults); invalid_argument naming the key when a value is out of range.
 result<vgg16_params> parse_vgg16_params(const nlohmann::json &params);
 
-network_desc face_resnet_network();
+// face-resnet's optional embedding head; dim 0: none (the plain network).
+struct face_resnet_params {
+    int dim = 0;     // head output size, 0..kMaxHeadWidth
+    int hidden = 0;  // head hidden width; 0: one fc layer
+
+    // {"dim": ..., "hidden": ...}; {} without a head.
+    nlohmann::json to_json() const;
+};
+
+// Reads face_resnet_params from a weights file's params (missing keys
+// keep their defaults); invalid_argument naming the key when a value is
+// not an integer in range, or "hidden" is given without "dim".
+result<face_resnet_params> parse_face_resnet_params(
+    const nlohmann::json &params);
+
+// The plain network (128-D, not normalised), then the head `p` asks for.
+network_desc face_resnet_network(const face_resnet_params &p = {});
 preprocess_spec face_resnet_preprocess();
 
 network_desc vgg16_network(const vgg16_params &p);

@@ -2,132 +2,523 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <map>
+#include <memory>
+
+#if defined(__x86_64__) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 namespace facevec::embed {
 namespace {
 
-// Filter weights of a 1-D resampling from `in_size` samples starting at
-// `in_start` to `out_size` samples: output i reads the `taps` inputs from
-// first[i] with weights weights[i * taps + k]. Every output has the same
-// number of taps (zero weights where the filter ends early), so the inner
-// loops have a fixed length.
+// Four floats in one SIMD register (SSE on x86-64, NEON on ARM; GCC and
+// clang lower it to scalar code elsewhere): the R, G, B of one pixel and
+// an unused lane.
+using f32x4 = float __attribute__((vector_size(16)));
+
+constexpr int kChannels = 3;
+constexpr int kLanes = 4;  // floats in an f32x4
+// Bytes the vertical pass reads per step (one SSE2 register, or widened
+// to int16 for one AVX2 register).
+constexpr int kStepBytes = 16;
+// Fixed-point weights of the vertical pass: 1.0 is 2^14, so a weight fits
+// an int16 and a sum of 255 * kWeightOne fits an int32.
+constexpr int kWeightBits = 14;
+constexpr int32_t kWeightOne = 1 << kWeightBits;
+constexpr int kHalfBits = 16;
+// The vertical pass keeps kFractionBits bits below the 0..255 unit in
+// int16 (255 << 7 fits); the horizontal pass then sums those times
+// kWeightBits weights exactly in int32, so its sums are in units of
+// 2^-(kFractionBits + kWeightBits).
+constexpr int kFractionBits = 7;
+constexpr int kColumnShift = kWeightBits - kFractionBits;
+constexpr int32_t kColumnRound = 1 << (kColumnShift - 1);
+constexpr float kInverseRowOne = 1.0F / (1 << (kFractionBits + kWeightBits));
+// int16 of padding after a vertical pass row: the horizontal kernels load
+// 8 int16 from every tap pair's pixels, up to one pixel past the row.
+constexpr int kColumnPadding = 8;
+// Filters kept per thread: one per axis, for a few image sizes at once.
+constexpr size_t kTapCacheEntries = 8;
+
+// Filter weights of a 1-D resampling from `in_size` samples to `out_size`
+// samples: output i reads the `taps` inputs from first[i] (relative to
+// the start of the region) with weights weights[i * taps + k]. Every
+// output has the same number of taps (zero weights where its filter ends
+// early), so the inner loops have a fixed length; `taps` is the longest
+// run of non-zero weights, not the filter's whole support.
 struct filter_taps {
+    int in_size = 0;
+    int out_size = 0;
+    int taps = 0;
     std::vector<int> first;
     std::vector<float> weights;
-    int taps = 0;
+    // The weights in fixed point (kWeightOne = 1.0, summing to exactly
+    // kWeightOne per output), two taps per int32: tap 2j in the low half,
+    // tap 2j + 1 in the high half, 0 for a missing last tap. Output i:
+    // pairs[i * pairs_per_output + j].
+    std::vector<int32_t> pairs;
+    int pairs_per_output = 0;
+    // For two outputs at once: outputs 2p and 2p + 1, pair j, at
+    // wide[(p * pairs_per_output + j) * 8]: the first's pair 4 times,
+    // then the second's 4 times.
+    std::vector<int32_t> wide;
 };
+
+// Triangle filter weight at distance d (in units of the filter radius).
+double triangle(double d) {
+    d = std::abs(d);
+    return d < 1.0 ? 1.0 - d : 0.0;
+}
+
+// Fixed-point weights of output i: rounded, then the largest corrected
+// so that they sum to exactly kWeightOne (a flat image stays flat, a
+// same-size resize is exact).
+// Limitation: coarse when shrinking a side over ~100x (weights near 2^-14).
+void make_fixed_pairs(filter_taps &t) {
+    t.pairs_per_output = (t.taps + 1) / 2;
+    t.pairs.assign(static_cast<size_t>(t.out_size) * t.pairs_per_output, 0);
+    std::vector<int32_t> fixed(static_cast<size_t>(t.pairs_per_output) * 2);
+    for (int i = 0; i < t.out_size; ++i) {
+        const float *w = &t.weights[static_cast<size_t>(i) * t.taps];
+        std::fill(fixed.begin(), fixed.end(), 0);
+        int32_t total = 0;
+        for (int k = 0; k < t.taps; ++k) {
+            fixed[k] = static_cast<int32_t>(std::lround(w[k] * kWeightOne));
+            total += fixed[k];
+        }
+        *std::max_element(fixed.begin(), fixed.end()) += kWeightOne - total;
+        for (int j = 0; j < t.pairs_per_output; ++j) {
+            uint32_t low = static_cast<uint16_t>(fixed[2 * j]);
+            uint32_t high = static_cast<uint16_t>(fixed[2 * j + 1]);
+            t.pairs[static_cast<size_t>(i) * t.pairs_per_output + j] =
+                static_cast<int32_t>(low | (high << kHalfBits));
+        }
+    }
+}
+
+// Fills t.wide from t.pairs (see filter_taps).
+void make_wide_weights(filter_taps &t) {
+    constexpr int kWide = 2 * kLanes;
+    const int per = t.pairs_per_output;
+    int outputs = t.out_size / 2;
+    t.wide.resize(static_cast<size_t>(outputs) * per * kWide);
+    int32_t *w = t.wide.data();
+    for (int p = 0; p < outputs; ++p) {
+        for (int j = 0; j < per; ++j, w += kWide) {
+            for (int half = 0; half < 2; ++half) {
+                int32_t v =
+                    t.pairs[static_cast<size_t>(2 * p + half) * per + j];
+                std::fill(w + half * kLanes, w + (half + 1) * kLanes, v);
+            }
+        }
+    }
+}
 
 // Triangle (bilinear) filter of radius 1, stretched by the shrink factor
 // when shrinking so that every input sample contributes (antialiasing).
-filter_taps make_taps(int in_start, int in_size, int out_size) {
+// Pixel centres sit at i + 0.5 on both axes.
+filter_taps make_taps(int in_size, int out_size) {
     double scale = static_cast<double>(in_size) / out_size;
     double support = std::max(scale, 1.0);  // radius 1, stretched
 
-    filter_taps t;
-    // Samples within `support` of a centre: at most ceil(2 * support),
-    // plus one against rounding.
-    t.taps = std::min(in_size, static_cast<int>(std::ceil(2 * support)) + 1);
-    t.first.resize(out_size);
-    t.weights.assign(static_cast<size_t>(out_size) * t.taps, 0.0F);
+    // The non-zero span [lo, hi) of each output, then the longest span.
+    std::vector<int> lo(out_size);
+    std::vector<int> hi(out_size);
+    int taps = 1;
     for (int i = 0; i < out_size; ++i) {
         double centre = (i + 0.5) * scale;
-        int lo = static_cast<int>(std::floor(centre - support - 0.5)) + 1;
-        lo = std::clamp(lo, 0, in_size - t.taps);
-
-        double total = 0.0;
-        float *w = &t.weights[static_cast<size_t>(i) * t.taps];
-        for (int k = 0; k < t.taps; ++k) {
-            double d = std::abs((lo + k + 0.5 - centre) / support);
-            double weight = d < 1.0 ? 1.0 - d : 0.0;
-            w[k] = static_cast<float>(weight);
-            total += weight;
-        }
-        FACEVEC_ASSERT(total > 0.0, "empty resampling filter");
-        for (int k = 0; k < t.taps; ++k)
-            w[k] /= static_cast<float>(total);
-        t.first[i] = in_start + lo;
+        int a = std::max(0, static_cast<int>(std::floor(centre - support)));
+        int b = std::min(in_size,
+                         static_cast<int>(std::ceil(centre + support)) + 1);
+        while (a < b - 1 && triangle((a + 0.5 - centre) / support) == 0.0)
+            ++a;
+        while (b > a + 1 && triangle((b - 0.5 - centre) / support) == 0.0)
+            --b;
+        lo[i] = a;
+        hi[i] = b;
+        taps = std::max(taps, b - a);
     }
+
+    filter_taps t;
+    t.in_size = in_size;
+    t.out_size = out_size;
+    t.taps = taps;
+    t.first.resize(out_size);
+    t.weights.assign(static_cast<size_t>(out_size) * taps, 0.0F);
+    for (int i = 0; i < out_size; ++i) {
+        double centre = (i + 0.5) * scale;
+        int first = std::clamp(lo[i], 0, in_size - taps);
+        float *w = &t.weights[static_cast<size_t>(i) * taps];
+        double total = 0.0;
+        for (int j = lo[i]; j < hi[i]; ++j)
+            total += triangle((j + 0.5 - centre) / support);
+        FACEVEC_ASSERT(total > 0.0, "empty resampling filter");
+        for (int j = lo[i]; j < hi[i]; ++j) {
+            w[j - first] = static_cast<float>(
+                triangle((j + 0.5 - centre) / support) / total);
+        }
+        t.first[i] = first;
+    }
+    make_fixed_pairs(t);
+    make_wide_weights(t);
     return t;
 }
 
-// Horizontal resampling of one row of `in` floats (interleaved RGB) into
-// out_w pixels of `dst`, with Taps known at compile time so the tap loop
-// unrolls; Taps == 0 reads the count from `h`.
-template <int Taps>
-void resample_row_taps(const float *in, const filter_taps &h, int out_w,
-                       float *dst) {
-    const int taps = Taps > 0 ? Taps : h.taps;
-    for (int x = 0; x < out_w; ++x) {
-        const float *w = &h.weights[static_cast<size_t>(x) * taps];
-        const float *s = in + static_cast<size_t>(h.first[x]) * 3;
-        float r = 0.0F;
-        float g = 0.0F;
-        float b = 0.0F;
+// The filter for in_size -> out_size, made once per thread and size pair
+// (a small per-thread cache, so no locking), shared while in use.
+std::shared_ptr<const filter_taps> cached_taps(int in_size, int out_size) {
+    thread_local std::array<std::shared_ptr<const filter_taps>,
+                            kTapCacheEntries>
+        cache;
+    thread_local size_t next = 0;
+    for (const auto &entry : cache) {
+        if (entry && entry->in_size == in_size && entry->out_size == out_size)
+            return entry;
+    }
+    auto made =
+        std::make_shared<const filter_taps>(make_taps(in_size, out_size));
+    cache[next] = made;
+    next = (next + 1) % kTapCacheEntries;
+    return made;
+}
+
+// ---------------------------------------------------------------------
+// Kernels. Both passes sum integers times fixed-point weights exactly in
+// int32, so every variant gives the same sums, converted to floats by the
+// same operations: SSE2 and AVX2 agree bit for bit.
+
+// One vertical pass output: the int32 sum in units of 2^-kWeightBits,
+// rounded to int16 in units of 2^-kFractionBits.
+inline int16_t column_value(int32_t acc) {
+    return static_cast<int16_t>((acc + kColumnRound) >> kColumnShift);
+}
+
+// Vertical pass, outputs [i, count) of one row, one at a time:
+// dst[i] = sum_k w_k * rows[k][i] (see column_value).
+void column_tail(const uint8_t *const *rows, const int32_t *pairs, int taps,
+                 size_t i, size_t count, int16_t *dst) {
+    for (; i < count; ++i) {
+        int32_t acc = 0;
         for (int k = 0; k < taps; ++k) {
-            r += w[k] * s[k * 3];
-            g += w[k] * s[k * 3 + 1];
-            b += w[k] * s[k * 3 + 2];
+            int32_t pair = pairs[k / 2];
+            auto w =
+                static_cast<int16_t>(k % 2 == 0 ? pair : pair >> kHalfBits);
+            acc += w * int32_t{rows[k][i]};
         }
-        dst[x * 3] = r;
-        dst[x * 3 + 1] = g;
-        dst[x * 3 + 2] = b;
+        dst[i] = column_value(acc);
     }
 }
 
-// One row of interleaved RGB bytes resampled horizontally to `dst`
-// (out_w * 3 floats); `row` is scratch for in_w * 3 floats.
-void resample_row(const uint8_t *src, const filter_taps &h, int out_w,
-                  float *row, int in_w, float *dst) {
-    for (int i = 0; i < in_w * 3; ++i)
-        row[i] = src[i];
-    switch (h.taps) {
-        case 2:
-            return resample_row_taps<2>(row, h, out_w, dst);
-        case 3:
-            return resample_row_taps<3>(row, h, out_w, dst);
-        case 4:
-            return resample_row_taps<4>(row, h, out_w, dst);
-        case 5:
-            return resample_row_taps<5>(row, h, out_w, dst);
-        case 6:
-            return resample_row_taps<6>(row, h, out_w, dst);
-        default:
-            return resample_row_taps<0>(row, h, out_w, dst);
+// Vertical pass for one output row: count bytes from each of the `taps`
+// rows, weighted by `pairs` (pairs_per_output int32 of filter_taps),
+// summed into count int16 at dst (see column_value).
+void column_portable(const uint8_t *const *rows, const int32_t *pairs, int taps,
+                     size_t count, int16_t *dst) {
+    size_t i = 0;
+#if defined(__SSE2__)
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i round = _mm_set1_epi32(kColumnRound);
+    for (; i + kStepBytes <= count; i += kStepBytes) {
+        __m128i acc[4] = {zero, zero, zero, zero};
+        for (int k = 0; k < taps; k += 2) {
+            // Bytes of two rows interleaved as int16 pairs, times the
+            // pair of weights: four sums of two products per madd.
+            __m128i a =
+                _mm_loadu_si128(reinterpret_cast<const __m128i *>(rows[k] + i));
+            __m128i b = zero;
+            if (k + 1 < taps) {
+                b = _mm_loadu_si128(
+                    reinterpret_cast<const __m128i *>(rows[k + 1] + i));
+            }
+            __m128i w = _mm_set1_epi32(pairs[k / 2]);
+            __m128i a_lo = _mm_unpacklo_epi8(a, zero);
+            __m128i a_hi = _mm_unpackhi_epi8(a, zero);
+            __m128i b_lo = _mm_unpacklo_epi8(b, zero);
+            __m128i b_hi = _mm_unpackhi_epi8(b, zero);
+            acc[0] = _mm_add_epi32(
+                acc[0], _mm_madd_epi16(_mm_unpacklo_epi16(a_lo, b_lo), w));
+            acc[1] = _mm_add_epi32(
+                acc[1], _mm_madd_epi16(_mm_unpackhi_epi16(a_lo, b_lo), w));
+            acc[2] = _mm_add_epi32(
+                acc[2], _mm_madd_epi16(_mm_unpacklo_epi16(a_hi, b_hi), w));
+            acc[3] = _mm_add_epi32(
+                acc[3], _mm_madd_epi16(_mm_unpackhi_epi16(a_hi, b_hi), w));
+        }
+        for (auto &a : acc)
+            a = _mm_srai_epi32(_mm_add_epi32(a, round), kColumnShift);
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(dst + i),
+                         _mm_packs_epi32(acc[0], acc[1]));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(dst + i + kLanes * 2),
+                         _mm_packs_epi32(acc[2], acc[3]));
     }
+#endif
+    column_tail(rows, pairs, taps, i, count, dst);
 }
 
-// Resamples the `box` of `img` to out_w x out_h interleaved RGB floats in
-// 0..255 (unrounded): a horizontal pass over the box's rows, then a
-// vertical pass.
-std::vector<float> resample(const image &img, const crop_box &box, int out_w,
-                            int out_h) {
-    filter_taps h = make_taps(box.x, box.width, out_w);
-    filter_taps v = make_taps(box.y, box.height, out_h);
-    size_t row_floats = static_cast<size_t>(out_w) * 3;
-
-    std::vector<float> scratch(static_cast<size_t>(img.width) * 3);
-    std::vector<float> rows(static_cast<size_t>(box.height) * row_floats);
-    for (int y = 0; y < box.height; ++y) {
-        const uint8_t *src =
-            &img.rgb[static_cast<size_t>(box.y + y) * img.width * 3];
-        resample_row(src, h, out_w, scratch.data(), img.width,
-                     &rows[static_cast<size_t>(y) * row_floats]);
+// Horizontal pass for output pixel x of one row: `in` holds interleaved
+// RGB int16 (see column_value), padded as resample() does; the sum of
+// each channel in int32, then as 0..255 floats.
+template <int Taps>
+f32x4 row_pixel(const int16_t *in, const filter_taps &h, int x) {
+    const int taps = Taps > 0 ? Taps : h.taps;
+    const int32_t *pairs =
+        &h.pairs[static_cast<size_t>(x) * h.pairs_per_output];
+    const int16_t *s = in + static_cast<size_t>(h.first[x]) * kChannels;
+    int32_t acc[kChannels] = {0, 0, 0};
+    for (int k = 0; k < taps; ++k) {
+        int32_t pair = pairs[k / 2];
+        auto w = static_cast<int16_t>(k % 2 == 0 ? pair : pair >> kHalfBits);
+        for (int c = 0; c < kChannels; ++c)
+            acc[c] += w * int32_t{s[k * kChannels + c]};
     }
-
-    std::vector<float> out(static_cast<size_t>(out_h) * row_floats, 0.0F);
-    for (int y = 0; y < out_h; ++y) {
-        float *__restrict dst = &out[static_cast<size_t>(y) * row_floats];
-        const float *w = &v.weights[static_cast<size_t>(y) * v.taps];
-        for (int k = 0; k < v.taps; ++k) {
-            const float *__restrict src =
-                &rows[static_cast<size_t>(v.first[y] - box.y + k) * row_floats];
-            const float wk = w[k];
-            for (size_t i = 0; i < row_floats; ++i)
-                dst[i] += wk * src[i];
-        }
-    }
+    f32x4 out = {};
+    for (int c = 0; c < kChannels; ++c)
+        out[c] = static_cast<float>(acc[c]) * kInverseRowOne;
     return out;
+}
+
+#if defined(__SSE2__)
+// Output pixel x of the horizontal pass (see row_pixel) in one register:
+// per tap pair, pixels 2j and 2j + 1 interleaved as R R G G B B . .,
+// times the pair of weights.
+template <int Taps>
+inline __m128 row_pixel_sse2(const int16_t *in, const filter_taps &h, int x) {
+    const int taps = Taps > 0 ? Taps : h.taps;
+    const int32_t *pairs =
+        &h.pairs[static_cast<size_t>(x) * h.pairs_per_output];
+    const int16_t *s = in + static_cast<size_t>(h.first[x]) * kChannels;
+    __m128i acc = _mm_setzero_si128();
+    for (int k = 0; k < taps; k += 2) {
+        __m128i a = _mm_loadu_si128(
+            reinterpret_cast<const __m128i *>(s + k * kChannels));
+        __m128i b = _mm_loadu_si128(
+            reinterpret_cast<const __m128i *>(s + (k + 1) * kChannels));
+        acc = _mm_add_epi32(acc, _mm_madd_epi16(_mm_unpacklo_epi16(a, b),
+                                                _mm_set1_epi32(pairs[k / 2])));
+    }
+    return _mm_mul_ps(_mm_cvtepi32_ps(acc), _mm_set1_ps(kInverseRowOne));
+}
+#endif
+
+// Horizontal pass for one row: out[x] = sum_k w * in pixel (first[x] +
+// k) as R, G, B and a lane of 0, for x < h.out_size.
+template <int Taps>
+void row_portable(const int16_t *in, const filter_taps &h, f32x4 *out) {
+    for (int x = 0; x < h.out_size; ++x) {
+#if defined(__SSE2__)
+        out[x] = row_pixel_sse2<Taps>(in, h, x);
+#else
+        out[x] = row_pixel<Taps>(in, h, x);
+#endif
+    }
+}
+
+#if defined(__x86_64__)
+// The same passes with AVX2: vertically 16 bytes widened to int16 per
+// step, two rows per madd; horizontally two output pixels per register.
+
+// Outputs i..i+15 of the vertical pass (see column_portable), with the
+// pair count fixed at compile time when Pairs > 0.
+template <int Pairs>
+__attribute__((target("avx2"), always_inline)) inline void column_step_avx2(
+    const uint8_t *const *rows, const int32_t *pairs, int taps, size_t i,
+    int16_t *dst) {
+    const int pair_count = Pairs > 0 ? Pairs : (taps + 1) / 2;
+    // lo collects outputs 0-3 and 8-11, hi 4-7 and 12-15, so packing
+    // them lane by lane gives outputs 0-15 in order.
+    __m256i lo = _mm256_setzero_si256();
+    __m256i hi = _mm256_setzero_si256();
+    for (int j = 0; j < pair_count; ++j) {
+        int k = 2 * j;
+        __m256i a = _mm256_cvtepu8_epi16(
+            _mm_loadu_si128(reinterpret_cast<const __m128i *>(rows[k] + i)));
+        __m256i b = _mm256_setzero_si256();
+        if (k + 1 < taps) {
+            b = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                reinterpret_cast<const __m128i *>(rows[k + 1] + i)));
+        }
+        __m256i w = _mm256_set1_epi32(pairs[j]);
+        lo = _mm256_add_epi32(
+            lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), w));
+        hi = _mm256_add_epi32(
+            hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), w));
+    }
+    const __m256i round = _mm256_set1_epi32(kColumnRound);
+    lo = _mm256_srai_epi32(_mm256_add_epi32(lo, round), kColumnShift);
+    hi = _mm256_srai_epi32(_mm256_add_epi32(hi, round), kColumnShift);
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(dst + i),
+                        _mm256_packs_epi32(lo, hi));
+}
+
+// The vertical pass over one row, count >= kStepBytes.
+template <int Pairs>
+__attribute__((target("avx2"), always_inline)) inline void column_loop_avx2(
+    const uint8_t *const *rows, const int32_t *pairs, int taps, size_t count,
+    int16_t *dst) {
+    size_t i = 0;
+    for (; i + kStepBytes <= count; i += kStepBytes)
+        column_step_avx2<Pairs>(rows, pairs, taps, i, dst);
+    // The last outputs again, overlapping: same values, no scalar tail.
+    if (i < count)
+        column_step_avx2<Pairs>(rows, pairs, taps, count - kStepBytes, dst);
+}
+
+template <int Pairs>
+__attribute__((target("avx2"))) void column_avx2(const uint8_t *const *rows,
+                                                 const int32_t *pairs, int taps,
+                                                 size_t count, int16_t *dst) {
+    if (count < kStepBytes)
+        return column_tail(rows, pairs, taps, 0, count, dst);
+    if constexpr (Pairs > 0) {
+        // Local copies, which the stores to dst cannot alias, so that the
+        // row pointers and weights stay in registers.
+        std::array<const uint8_t *, 2 * Pairs> local_rows{};
+        std::array<int32_t, Pairs> local_pairs{};
+        std::copy_n(rows, taps, local_rows.begin());
+        std::copy_n(pairs, Pairs, local_pairs.begin());
+        column_loop_avx2<Pairs>(local_rows.data(), local_pairs.data(), taps,
+                                count, dst);
+    } else {
+        column_loop_avx2<Pairs>(rows, pairs, taps, count, dst);
+    }
+}
+
+// 8 int16 at p in each 128-bit lane: p0's in the low one, p1's in the high.
+__attribute__((target("avx2"), always_inline)) inline __m256i load_two(
+    const int16_t *p0, const int16_t *p1) {
+    return _mm256_inserti128_si256(
+        _mm256_castsi128_si256(
+            _mm_loadu_si128(reinterpret_cast<const __m128i *>(p0))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i *>(p1)), 1);
+}
+
+template <int Taps>
+__attribute__((target("avx2"))) void row_avx2(const int16_t *in,
+                                              const filter_taps &h,
+                                              f32x4 *out) {
+    constexpr int kWide = 2 * kLanes;
+    const int taps = Taps > 0 ? Taps : h.taps;
+    const int per = h.pairs_per_output;
+    const int32_t *w = h.wide.data();
+    const int *first = h.first.data();
+    const int out_size = h.out_size;
+    const __m256 unit = _mm256_set1_ps(kInverseRowOne);
+    // R0 G0 B0 R1 G1 B1 R2 G2 as R0 R1 G0 G1 B0 B1 0 0 (bytes; -1 is 0).
+    const __m256i pair_up = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(0, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11, -1, -1, -1, -1));
+    int x = 0;
+    for (; x + 1 < out_size; x += 2, w += per * kWide) {
+        const int16_t *s0 = in + static_cast<size_t>(first[x]) * kChannels;
+        const int16_t *s1 = in + static_cast<size_t>(first[x + 1]) * kChannels;
+        __m256i acc = _mm256_setzero_si256();
+        for (int k = 0; k < taps; k += 2) {
+            __m256i ab = _mm256_shuffle_epi8(
+                load_two(s0 + k * kChannels, s1 + k * kChannels), pair_up);
+            __m256i wk = _mm256_loadu_si256(
+                reinterpret_cast<const __m256i *>(w + (k / 2) * kWide));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(ab, wk));
+        }
+        _mm256_storeu_ps(reinterpret_cast<float *>(out + x),
+                         _mm256_mul_ps(_mm256_cvtepi32_ps(acc), unit));
+    }
+    if (x < out_size)
+        out[x] = row_pixel_sse2<Taps>(in, h, x);
+}
+// AVX2 when the CPU has it, unless FACEVEC_SIMD=sse2 in the environment
+// asks for the portable kernels. Decided once.
+bool has_avx2() {
+    static const bool kHas = [] {
+        const char *forced = std::getenv("FACEVEC_SIMD");
+        if (forced != nullptr && std::string_view(forced) == "sse2")
+            return false;
+        return __builtin_cpu_supports("avx2") != 0;
+    }();
+    return kHas;
+}
+#endif
+
+void resample_column(const uint8_t *const *rows, const int32_t *pairs, int taps,
+                     size_t count, int16_t *dst) {
+#if defined(__x86_64__)
+    if (has_avx2()) {
+        switch ((taps + 1) / 2) {
+            case 1:
+                return column_avx2<1>(rows, pairs, taps, count, dst);
+            case 2:
+                return column_avx2<2>(rows, pairs, taps, count, dst);
+            case 3:
+                return column_avx2<3>(rows, pairs, taps, count, dst);
+            default:
+                return column_avx2<0>(rows, pairs, taps, count, dst);
+        }
+    }
+#endif
+    column_portable(rows, pairs, taps, count, dst);
+}
+
+template <int Taps>
+void resample_row_taps(const int16_t *in, const filter_taps &h, f32x4 *out) {
+#if defined(__x86_64__)
+    if (has_avx2())
+        return row_avx2<Taps>(in, h, out);
+#endif
+    row_portable<Taps>(in, h, out);
+}
+
+// The horizontal pass with the tap count fixed at compile time for the
+// common small filters, so that the tap loop unrolls.
+void resample_row(const int16_t *in, const filter_taps &h, f32x4 *out) {
+    switch (h.taps) {
+        case 1:
+            return resample_row_taps<1>(in, h, out);
+        case 2:
+            return resample_row_taps<2>(in, h, out);
+        case 3:
+            return resample_row_taps<3>(in, h, out);
+        case 4:
+            return resample_row_taps<4>(in, h, out);
+        default:
+            return resample_row_taps<0>(in, h, out);
+    }
+}
+
+// Resamples the `box` of `img` to out_w x out_h pixels with the triangle
+// filter, vertically first (over the box's bytes, out_h rows) and then
+// horizontally, and hands each output row to sink(y, pixels): out_w f32x4
+// holding R, G, B in 0..255 (unrounded) and an unused lane.
+template <typename Sink>
+void resample(const image &img, const crop_box &box, int out_w, int out_h,
+              Sink &&sink) {
+    auto h = cached_taps(box.width, out_w);
+    auto v = cached_taps(box.height, out_h);
+    size_t row_bytes = static_cast<size_t>(img.width) * kChannels;
+    size_t count = static_cast<size_t>(box.width) * kChannels;
+    const uint8_t *origin = img.rgb.data() +
+                            static_cast<size_t>(box.y) * row_bytes +
+                            static_cast<size_t>(box.x) * kChannels;
+
+    // Scratch reused by the thread's later calls. `column` ends in
+    // kColumnPadding zeros, read by the horizontal kernels with weight 0.
+    thread_local std::vector<int16_t> column;
+    thread_local std::vector<f32x4> row;
+    thread_local std::vector<const uint8_t *> rows;
+    column.resize(count + kColumnPadding);
+    std::fill(column.begin() + static_cast<ptrdiff_t>(count), column.end(),
+              int16_t{0});
+    row.resize(out_w);
+    rows.resize(v->taps);
+    for (int y = 0; y < out_h; ++y) {
+        for (int k = 0; k < v->taps; ++k)
+            rows[k] = origin + (v->first[y] + k) * row_bytes;
+        resample_column(rows.data(),
+                        &v->pairs[static_cast<size_t>(y) * v->pairs_per_output],
+                        v->taps, count, column.data());
+        resample_row(column.data(), *h, row.data());
+        sink(y, row.data());
+    }
 }
 
 uint8_t to_byte(float value) {
@@ -194,6 +585,76 @@ size_t tensor_index(const preprocess_spec &spec, int c, size_t pixel) {
     size_t plane = static_cast<size_t>(spec.width) * spec.height;
     return spec.layout == tensor_layout::nchw ? c * plane + pixel
                                               : pixel * 3 + c;
+}
+
+#if defined(__x86_64__)
+// write_planar (below) eight pixels at a time, two per register: a 4 x 4
+// transpose in each 128-bit lane leaves even pixels low and odd pixels
+// high, put in order by one permute per plane.
+__attribute__((target("avx2"))) int write_planar_avx2(const f32x4 *pixels,
+                                                      int width, f32x4 mean,
+                                                      f32x4 scale,
+                                                      float *const *planes) {
+    constexpr int kPixels = 8;
+    constexpr int kLowPairs = 0x44;   // lanes 0, 1 of a, then 0, 1 of b
+    constexpr int kHighPairs = 0xEE;  // lanes 2, 3 of a, then 2, 3 of b
+    const __m256 m =
+        _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(&mean));
+    const __m256 k =
+        _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(&scale));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const auto *src = reinterpret_cast<const float *>(pixels);
+    int x = 0;
+    for (; x + kPixels <= width; x += kPixels) {
+        __m256 v[kLanes];
+        for (int i = 0; i < kLanes; ++i) {
+            v[i] = _mm256_mul_ps(
+                _mm256_sub_ps(_mm256_loadu_ps(src + (x + 2 * i) * kLanes), m),
+                k);
+        }
+        __m256 rg_even = _mm256_unpacklo_ps(v[0], v[1]);
+        __m256 rg_odd = _mm256_unpacklo_ps(v[2], v[3]);
+        __m256 b_even = _mm256_unpackhi_ps(v[0], v[1]);
+        __m256 b_odd = _mm256_unpackhi_ps(v[2], v[3]);
+        __m256 planes_out[kChannels] = {
+            _mm256_shuffle_ps(rg_even, rg_odd, kLowPairs),
+            _mm256_shuffle_ps(rg_even, rg_odd, kHighPairs),
+            _mm256_shuffle_ps(b_even, b_odd, kLowPairs)};
+        for (int c = 0; c < kChannels; ++c) {
+            _mm256_storeu_ps(planes[c] + x,
+                             _mm256_permutevar8x32_ps(planes_out[c], order));
+        }
+    }
+    return x;
+}
+#endif
+
+// Writes (pixels[x] - mean) * scale, lane s of pixel x to planes[s][x],
+// four pixels at a time (a 4 x 4 transpose; eight with AVX2); returns
+// how many pixels it wrote (a multiple of 4, the rest is the caller's).
+int write_planar(const f32x4 *pixels, int width, f32x4 mean, f32x4 scale,
+                 float *const *planes) {
+    int x = 0;
+#if defined(__x86_64__)
+    if (has_avx2())
+        x = write_planar_avx2(pixels, width, mean, scale, planes);
+#endif
+#if defined(__SSE2__)
+    for (; x + kLanes <= width; x += kLanes) {
+        f32x4 v[kLanes];
+        for (int i = 0; i < kLanes; ++i)
+            v[i] = (pixels[x + i] - mean) * scale;
+        __m128 p0 = v[0];
+        __m128 p1 = v[1];
+        __m128 p2 = v[2];
+        __m128 p3 = v[3];
+        _MM_TRANSPOSE4_PS(p0, p1, p2, p3);
+        _mm_storeu_ps(planes[0] + x, p0);
+        _mm_storeu_ps(planes[1] + x, p1);
+        _mm_storeu_ps(planes[2] + x, p2);
+    }
+#endif
+    return x;
 }
 
 preprocess_spec make_spec(int side, channel_order order,
@@ -285,23 +746,37 @@ status preprocess_into(const image &img, const preprocess_spec &spec,
     if (!region)
         return region.error();
 
-    std::vector<float> rgb = resample(img, *region, spec.width, spec.height);
-    size_t pixels = static_cast<size_t>(spec.width) * spec.height;
-    for (int c = 0; c < 3; ++c) {
-        const float *src = rgb.data() + source_channel(spec, c);
-        const float mean = spec.mean[c];
-        const float scale = spec.scale[c];
-        if (spec.layout == tensor_layout::nchw) {
-            float *plane = out.data() + c * pixels;
-            for (size_t p = 0; p < pixels; ++p) {
-                plane[p] = (src[p * 3] - mean) * scale;
-            }
-        } else {
-            for (size_t p = 0; p < pixels; ++p) {
-                out[p * 3 + c] = (src[p * 3] - mean) * scale;
-            }
-        }
+    // Lane s of a resampled pixel is RGB channel s; it goes to the
+    // spec's channel c with source_channel(c) == s.
+    f32x4 mean = {};
+    f32x4 scale = {};
+    std::array<size_t, 3> offset{};
+    size_t plane = static_cast<size_t>(spec.width) * spec.height;
+    size_t step = spec.layout == tensor_layout::nchw ? 1 : kChannels;
+    for (int c = 0; c < kChannels; ++c) {
+        int s = source_channel(spec, c);
+        mean[s] = spec.mean[c];
+        scale[s] = spec.scale[c];
+        offset[s] = spec.layout == tensor_layout::nchw ? c * plane : c;
     }
+    float *base = out.data();
+    resample(img, *region, spec.width, spec.height,
+             [&](int y, const f32x4 *pixels) {
+                 size_t at = static_cast<size_t>(y) * spec.width * step;
+                 int x = 0;
+                 if (step == 1) {
+                     float *planes[kChannels] = {base + offset[0] + at,
+                                                 base + offset[1] + at,
+                                                 base + offset[2] + at};
+                     x = write_planar(pixels, spec.width, mean, scale, planes);
+                 }
+                 for (at += x * step; x < spec.width; ++x, at += step) {
+                     f32x4 value = (pixels[x] - mean) * scale;
+                     base[offset[0] + at] = value[0];
+                     base[offset[1] + at] = value[1];
+                     base[offset[2] + at] = value[2];
+                 }
+             });
     return status::ok();
 }
 
@@ -376,13 +851,19 @@ result<image> resize(const image &img, int width, int height) {
                                 " is empty or over " +
                                 std::to_string(kMaxImagePixels) + " pixels");
     }
-    std::vector<float> rgb =
-        resample(img, {0, 0, img.width, img.height}, width, height);
     image out;
     out.width = width;
     out.height = height;
-    out.rgb.resize(rgb.size());
-    std::transform(rgb.begin(), rgb.end(), out.rgb.begin(), to_byte);
+    out.rgb.resize(static_cast<size_t>(width) * height * kChannels);
+    resample(img, {0, 0, img.width, img.height}, width, height,
+             [&](int y, const f32x4 *pixels) {
+                 uint8_t *dst =
+                     &out.rgb[static_cast<size_t>(y) * width * kChannels];
+                 for (int x = 0; x < width; ++x) {
+                     for (int c = 0; c < kChannels; ++c)
+                         *dst++ = to_byte(pixels[x][c]);
+                 }
+             });
     return out;
 }
 

@@ -49,10 +49,25 @@ constexpr double kRoundoffMargin = 2;
 // they may be from the exact ones.
 enum class source { scan, faiss, scan_half };
 
+// Partial sums that squared_norm keeps apart, so the additions do not
+// wait for each other.
+constexpr size_t kNormLanes = 8;
+
+// In double, so no finite float overflows; NaN or Inf when v holds one.
 double squared_norm(const float *v, size_t dim) {
+    double lanes[kNormLanes] = {};
+    size_t d = 0;
+    for (; d + kNormLanes <= dim; d += kNormLanes) {
+        for (size_t l = 0; l < kNormLanes; ++l) {
+            lanes[l] += static_cast<double>(v[d + l]) * v[d + l];
+        }
+    }
+    for (; d < dim; ++d) {
+        lanes[0] += static_cast<double>(v[d]) * v[d];
+    }
     double sum = 0;
-    for (size_t d = 0; d < dim; ++d) {
-        sum += static_cast<double>(v[d]) * v[d];
+    for (double lane : lanes) {
+        sum += lane;
     }
     return sum;
 }
@@ -344,12 +359,14 @@ void flat_index::add(std::span<const uint64_t> ids,
                        " persons");
     const size_t n = ids.size();
     const size_t first = m.ids.size();
+    double max_sq_norm = m.max_sq_norm;
     for (size_t i = 0; i < n; ++i) {
-        const float *v = vectors + i * m.dim;
-        FACEVEC_ASSERT(
-            std::all_of(v, v + m.dim, [](float x) { return std::isfinite(x); }),
-            "flat_index::add: face " + std::to_string(ids[i]) +
-                " has a NaN or Inf");
+        // The norm is finite exactly when every value is.
+        const double sq_norm = squared_norm(vectors + i * m.dim, m.dim);
+        FACEVEC_ASSERT(std::isfinite(sq_norm), "flat_index::add: face " +
+                                                   std::to_string(ids[i]) +
+                                                   " has a NaN or Inf");
+        max_sq_norm = std::max(max_sq_norm, sq_norm);
         const bool fresh = m.position_of.emplace(ids[i], first + i).second;
         FACEVEC_ASSERT(fresh, "flat_index::add: face " +
                                   std::to_string(ids[i]) + " already held");
@@ -367,9 +384,8 @@ void flat_index::add(std::span<const uint64_t> ids,
         m.live_persons += m.person_faces[person]++ == 0 ? 1 : 0;
         m.ids.push_back(ids[i]);
         m.persons.push_back(person);
-        m.max_sq_norm =
-            std::max(m.max_sq_norm, squared_norm(vectors + i * m.dim, m.dim));
     }
+    m.max_sq_norm = max_sq_norm;
     if (m.storage != storage_kind::f32) {
         m.half.resize((first + n) * m.dim);
         uint16_t *dst = m.half.data() + first * m.dim;
@@ -384,6 +400,18 @@ void flat_index::add(std::span<const uint64_t> ids,
             }
             m.max_half_error = std::max(m.max_half_error, std::sqrt(error));
         }
+    }
+}
+
+void flat_index::reserve(size_t faces) {
+    impl &m = *impl_;
+    const size_t total = m.ids.size() + faces;
+    m.flat.codes.reserve(total * m.flat.code_size);
+    m.ids.reserve(total);
+    m.persons.reserve(total);
+    m.position_of.reserve(total);
+    if (m.storage != storage_kind::f32) {
+        m.half.reserve(total * m.dim);
     }
 }
 

@@ -47,6 +47,10 @@ class flat_index {
     void add(std::span<const uint64_t> ids,
              std::span<const std::string> persons, const float *vectors);
 
+    // Makes room for `faces` more faces so that adding them in many small
+    // calls (a bulk load) copies nothing twice.
+    void reserve(size_t faces);
+
     // Removes the given faces; unknown ids are ignored. Returns the count
     // removed. Limitation: O(size) per call, FAISS compacts its array.
     size_t remove(std::span<const uint64_t> ids);

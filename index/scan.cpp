@@ -25,18 +25,26 @@ constexpr const char *kScanEnv = "FACEVEC_SCAN";
 constexpr size_t kTileBytes = 128 * 1024;
 constexpr size_t kMinTileRows = 16;
 
-// Threads take the gallery in chunks of this many bytes: large enough
-// that handing one out costs nothing, small enough to balance two threads.
+// Threads take the gallery in chunks of at most kChunkBytes (handing one
+// out then costs nothing), and at least kChunksPerThread chunks each, so
+// that neither waits long for the other.
 constexpr size_t kChunkBytes = 4u << 20;
+constexpr size_t kChunksPerThread = 4;
 
 // The streaming read's vector loops consume whole blocks of this size.
 constexpr size_t kStreamBlock = 256;
 
-// Galleries smaller than this are scanned on one thread. Not measured
-// finely (the shared machine's load swamps microseconds): one core reads
-// 4 MiB in about 200 us, while waking a second OpenMP thread costs from a
-// few us when idle to milliseconds when the cores are busy.
-constexpr size_t kParallelMinBytes = 4u << 20;
+// Galleries smaller than this are scanned on one thread. Measured (batch
+// 1, f32, wall time, median of 41 calls, the second thread already
+// awake), 2 threads over 1 thread: dim 512: 512 KiB 0.84-0.90, 1 MiB
+// 1.27-1.30, 2 MiB 1.40, 4 MiB 1.39-1.57; dim 128: 512 KiB 0.94-0.95,
+// 1 MiB 1.21-1.33, 2 MiB 1.45-1.54. So splitting pays from about 1 MiB;
+// 2 MiB keeps a margin. Limitation: this holds only when the second core
+// is free. Under load 10-12 on the 2 cores (other builds running), a
+// second thread that had to be woken cost 20-45 ms whatever the size, and
+// a 256 MiB gallery ran 0.73-0.87x as fast on 2 threads: on a busy machine
+// callers should search with one thread (flat_index::set_threads(1)).
+constexpr size_t kParallelMinBytes = 2u << 20;
 
 // CPUID leaf 1, ECX bit 29: half-precision conversions (F16C).
 constexpr unsigned kCpuidFeatures = 1;
@@ -249,8 +257,12 @@ void scan_knn(const float *queries, size_t nq, const void *base,
     const int wanted = effective_threads(options.threads);
     const int threads =
         nb * row_bytes >= kParallelMinBytes ? std::max(wanted, 1) : 1;
+    // Each thread gets several chunks, so neither waits long for the other.
+    const size_t chunk_bytes = std::min(
+        kChunkBytes,
+        nb * row_bytes / (static_cast<size_t>(threads) * kChunksPerThread));
     const size_t chunk_rows =
-        std::max<size_t>(kMinTileRows, kChunkBytes / row_bytes);
+        std::max<size_t>(kMinTileRows, chunk_bytes / row_bytes);
     const size_t chunks = (nb + chunk_rows - 1) / chunk_rows;
     std::vector<std::vector<top_k>> heaps(threads);
 #pragma omp parallel num_threads(threads) if (threads > 1)

@@ -72,6 +72,16 @@ bool get_bytes(std::string_view &in, std::string &s) {
     return true;
 }
 
+void append_face_meta(std::string &out, const face_record &face) {
+    put_bytes(out, face.person);
+    put_bytes(out, face.source);
+    put_bytes(out, face.model_fingerprint);
+    char when[sizeof(int64_t)];
+    std::memcpy(when, &face.enrolled_at_us, sizeof when);
+    out.append(when, sizeof when);
+    put_bytes(out, face.content_hash);
+}
+
 }  // namespace
 
 std::string encode_u32(uint32_t v) {
@@ -99,29 +109,36 @@ std::string person_prefix(const std::string &person) {
     return key;
 }
 
-std::string person_face_key(const std::string &person, uint64_t id) {
-    return person_prefix(person) + id_key(id);
+std::string person_hash_prefix(const std::string &person,
+                               const std::string &hash) {
+    std::string key = person_prefix(person);
+    put_bytes(key, hash);
+    return key;
 }
 
-std::string hash_key(const std::string &person, const std::string &hash) {
-    return person_prefix(person) + hash;
+void append_person_key(std::string &out, const std::string &person,
+                       const std::string &hash, uint64_t id) {
+    out.append(person);
+    out.push_back(kLabelSeparator);
+    put_bytes(out, hash);
+    out.append(id_key(id));
 }
 
-std::optional<uint64_t> id_of_person_face_key(std::string_view key) {
-    if (key.size() < kIdBytes + 1)
+std::optional<uint64_t> id_of_person_key(std::string_view key,
+                                         size_t prefix_size) {
+    if (key.size() < prefix_size)
         return std::nullopt;
-    return decode_u64(key.substr(key.size() - kIdBytes));
+    key.remove_prefix(prefix_size);
+    uint64_t hash_size = 0;
+    if (!get_varint(key, hash_size) || key.size() != hash_size + kIdBytes) {
+        return std::nullopt;
+    }
+    return decode_u64(key.substr(hash_size));
 }
 
 std::string encode_face_meta(const face_record &face) {
     std::string out;
-    put_bytes(out, face.person);
-    put_bytes(out, face.source);
-    put_bytes(out, face.model_fingerprint);
-    char when[sizeof(int64_t)];
-    std::memcpy(when, &face.enrolled_at_us, sizeof when);
-    out.append(when, sizeof when);
-    put_bytes(out, face.content_hash);
+    append_face_meta(out, face);
     return out;
 }
 
@@ -136,8 +153,29 @@ bool decode_face_meta(std::string_view bytes, face_record &face) {
     return get_bytes(bytes, face.content_hash) && bytes.empty();
 }
 
-bool decode_face_person(std::string_view bytes, std::string &person) {
-    return get_bytes(bytes, person);
+void encode_face_value(const face_record &face, std::string &out) {
+    out.clear();
+    append_face_meta(out, face);
+    out.append(reinterpret_cast<const char *>(face.embedding.data()),
+               face.embedding.size() * sizeof(float));
+}
+
+bool split_face_value(std::string_view value, uint32_t dim,
+                      std::string_view &meta, std::string_view &embedding) {
+    size_t bytes = size_t{dim} * sizeof(float);
+    if (value.size() < bytes)
+        return false;
+    meta = value.substr(0, value.size() - bytes);
+    embedding = value.substr(value.size() - bytes);
+    return true;
+}
+
+bool decode_face_person(std::string_view bytes, std::string_view &person) {
+    uint64_t n = 0;
+    if (!get_varint(bytes, n) || n > bytes.size())
+        return false;
+    person = bytes.substr(0, n);
+    return true;
 }
 
 }  // namespace facevec::storage::internal

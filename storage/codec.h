@@ -2,15 +2,18 @@
 // binary encodings of its values. Internal to facevec::storage; tests use
 // it to write or inspect records by hand.
 //
-// Column families (schema version 1):
+// Column families (schema version 2):
 //   meta           meta key name -> value (see kMeta* below)
-//   vectors        id (8 bytes, big-endian) -> dim float32, little-endian
-//   faces          id -> face metadata (encode_face_meta)
-//   persons        person + 0x00 + id -> "" (a person's faces, in id order)
+//   faces          id (8 bytes, big-endian) -> the face's metadata
+//                  (encode_face_meta) followed by its dim float32,
+//                  little-endian: one record per face
+//   persons        person + 0x00 + varint(hash size) + content hash + id
+//                  -> "": a person's faces, and the lookup that lets an
+//                  interrupted enroll resume (hash size 0 when none)
 //   person_counts  person -> face count (8 bytes, big-endian)
-//   hashes         person + 0x00 + content hash -> id
 // Big-endian ids make RocksDB's byte order the id order. Labels never
-// contain 0x00 (validate_label), so "person + 0x00" is a unique prefix.
+// contain 0x00 (validate_label), so "person + 0x00" is a unique prefix;
+// the hash's size before it makes "prefix + size + hash" one too.
 #pragma once
 
 #include <bit>
@@ -29,11 +32,9 @@ static_assert(std::endian::native == std::endian::little,
               "facevec stores float32 little-endian");
 
 inline constexpr const char *kMetaFamily = "meta";
-inline constexpr const char *kVectorsFamily = "vectors";
 inline constexpr const char *kFacesFamily = "faces";
 inline constexpr const char *kPersonsFamily = "persons";
 inline constexpr const char *kPersonCountsFamily = "person_counts";
-inline constexpr const char *kHashesFamily = "hashes";
 
 // Meta keys. Integers are big-endian fixed width; the threshold is the
 // float's bit pattern as a u32; booleans and the metric are one byte.
@@ -61,15 +62,21 @@ std::optional<uint64_t> decode_u64(std::string_view bytes);
 // An id key: 8 bytes, big-endian.
 std::string id_key(uint64_t id);
 
-// "person + 0x00", the prefix of every persons / hashes key of a person.
+// "person + 0x00", the prefix of every persons key of a person.
 std::string person_prefix(const std::string &person);
-// person + 0x00 + id.
-std::string person_face_key(const std::string &person, uint64_t id);
-// person + 0x00 + content hash.
-std::string hash_key(const std::string &person, const std::string &hash);
+// person + 0x00 + varint(hash size) + hash: the prefix of the persons
+// keys of a person's faces with this content hash.
+std::string person_hash_prefix(const std::string &person,
+                               const std::string &hash);
+// Appends the persons key of face `id` (person_hash_prefix + id) to out.
+void append_person_key(std::string &out, const std::string &person,
+                       const std::string &hash, uint64_t id);
 
-// The id at the end of a persons key; nullopt when too short.
-std::optional<uint64_t> id_of_person_face_key(std::string_view key);
+// The id at the end of a persons key that starts with a person prefix of
+// `prefix_size` bytes; nullopt when the rest is not varint(hash size) +
+// hash + 8 bytes.
+std::optional<uint64_t> id_of_person_key(std::string_view key,
+                                         size_t prefix_size);
 
 // A face's metadata (all of face_record but id and embedding):
 // varint-prefixed person, source, fingerprint and content hash, and the
@@ -80,7 +87,17 @@ std::string encode_face_meta(const face_record &face);
 // False when `bytes` is truncated or has trailing bytes.
 bool decode_face_meta(std::string_view bytes, face_record &face);
 
-// Only the person label of an encoded face metadata; false when truncated.
-bool decode_face_person(std::string_view bytes, std::string &person);
+// Replaces out with a faces value: the metadata, then the embedding's
+// floats. Reusing `out` across faces avoids an allocation per face.
+void encode_face_value(const face_record &face, std::string &out);
+
+// Splits a faces value holding `dim` floats into the metadata bytes and
+// the embedding bytes; false when it is shorter than the embedding.
+bool split_face_value(std::string_view value, uint32_t dim,
+                      std::string_view &meta, std::string_view &embedding);
+
+// Only the person label at the front of encoded face metadata, without a
+// copy; false when truncated.
+bool decode_face_person(std::string_view bytes, std::string_view &person);
 
 }  // namespace facevec::storage::internal

@@ -15,6 +15,7 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/memtablerep.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/snapshot.h>
@@ -24,6 +25,7 @@
 
 #include "common/log.h"
 #include "storage/codec.h"
+#include "storage/options.h"
 
 namespace facevec::storage {
 namespace {
@@ -34,55 +36,82 @@ namespace fs = std::filesystem;
 enum family : size_t {
     default_family,
     meta_family,
-    vectors_family,
     faces_family,
     persons_family,
     person_counts_family,
-    hashes_family,
     family_count,
 };
 
 const std::array<std::string, family_count> kFamilyNames = {
-    rocksdb::kDefaultColumnFamilyName, internal::kMetaFamily,
-    internal::kVectorsFamily,          internal::kFacesFamily,
-    internal::kPersonsFamily,          internal::kPersonCountsFamily,
-    internal::kHashesFamily,
+    rocksdb::kDefaultColumnFamilyName,
+    internal::kMetaFamily,
+    internal::kFacesFamily,
+    internal::kPersonsFamily,
+    internal::kPersonCountsFamily,
 };
 
 constexpr uint32_t kMaxDim = 1u << 16;
 constexpr uint64_t kFirstId = 1;
 constexpr uint8_t kMetricL2 = 0;
 constexpr int kMaxBackgroundJobs = 2;
-// Vectors are read in bulk: large blocks keep the index small.
-constexpr size_t kVectorBlockBytes = 64 << 10;
+// Faces are read in bulk: large blocks keep the index small.
+constexpr size_t kFaceBlockBytes = 64 << 10;
 constexpr int kBloomBitsPerKey = 10;
+constexpr size_t kPersonBuckets = 1 << 16;
+constexpr int32_t kPersonSkipListHeight = 12;
 // Ids below 2^32 share these leading key bytes, hence one insert hint.
 constexpr size_t kIdHintPrefixBytes = 4;
 constexpr size_t kScanReadaheadBytes = 4 << 20;
 // Batch bytes reserved per face beside its vector: keys and metadata.
 constexpr size_t kFaceOverheadBytes = 160;
+// Schema versions before this one are refused (no migration).
+constexpr uint32_t kOldestReadableSchema = 2;
 constexpr auto kPurgeWaitLimit = std::chrono::seconds(30);
 constexpr auto kPurgePollInterval = std::chrono::milliseconds(5);
 constexpr const char *kCurrentFileName = "CURRENT";
 constexpr const char *kSstSuffix = ".sst";
 constexpr const char *kWalSuffix = ".log";
 
+// The person label and its separator at the front of a persons key.
+class person_prefix_transform : public rocksdb::SliceTransform {
+  public:
+    const char *Name() const override { return "facevec.person_prefix"; }
+    rocksdb::Slice Transform(const rocksdb::Slice &key) const override {
+        const void *end =
+            std::memchr(key.data(), internal::kLabelSeparator, key.size());
+        FACEVEC_ASSERT(end != nullptr, "persons key without a separator");
+        return {key.data(),
+                size_t(static_cast<const char *>(end) - key.data()) + 1};
+    }
+    bool InDomain(const rocksdb::Slice &key) const override {
+        return std::memchr(key.data(), internal::kLabelSeparator, key.size()) !=
+               nullptr;
+    }
+};
+
 rocksdb::ColumnFamilyOptions family_options(size_t f) {
     rocksdb::ColumnFamilyOptions o;
     rocksdb::BlockBasedTableOptions table;
-    if (f == vectors_family) {
-        // Float32 embeddings do not compress; skip the CPU cost.
+    if (f == faces_family) {
+        // Float32 embeddings, the bulk of a face, do not compress; skip
+        // the CPU cost.
         o.compression = rocksdb::kNoCompression;
-        table.block_size = kVectorBlockBytes;
-    }
-    if (f == vectors_family || f == faces_family) {
+        table.block_size = kFaceBlockBytes;
         // New ids only grow: a memtable insert lands right after the
         // previous one, which the hint finds without a skiplist search.
         o.memtable_insert_with_hint_prefix_extractor.reset(
             rocksdb::NewFixedPrefixTransform(kIdHintPrefixBytes));
     }
-    if (f == person_counts_family || f == hashes_family) {
-        // Point lookups on every enroll (counts) and resume (hashes).
+    if (f == persons_family) {
+        // A person's keys sit in their own bucket of the memtable, so an
+        // insert searches that person's few keys, not every key written
+        // since the last flush. Lookups stay within one person prefix.
+        o.prefix_extractor = std::make_shared<person_prefix_transform>();
+        o.memtable_factory.reset(rocksdb::NewHashSkipListRepFactory(
+            kPersonBuckets, kPersonSkipListHeight));
+    }
+    if (f == person_counts_family) {
+        // A point lookup per person on every enroll.
         table.filter_policy.reset(
             rocksdb::NewBloomFilterPolicy(kBloomBitsPerKey));
     }
@@ -98,8 +127,28 @@ rocksdb::DBOptions db_options() {
     o.WAL_ttl_seconds = 0;
     o.WAL_size_limit_MB = 0;
     o.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+    // Writes are serialised (one writer); the persons family's hashed
+    // memtable needs this off.
+    o.allow_concurrent_memtable_write = false;
     return o;
 }
+
+}  // namespace
+
+rocksdb::Options internal::raw_store_options() {
+    rocksdb::Options o(db_options(), family_options(faces_family));
+    o.create_if_missing = true;
+    return o;
+}
+
+rocksdb::ReadOptions internal::bulk_read_options() {
+    rocksdb::ReadOptions ro;
+    ro.readahead_size = kScanReadaheadBytes;
+    ro.fill_cache = false;
+    return ro;
+}
+
+namespace {
 
 std::string quoted(const std::string &s) {
     return "'" + s + "'";
@@ -400,14 +449,47 @@ struct store::impl {
               internal::encode_u64(persons_n));
     }
 
+    // Puts each person's new face count (stored + added) into b, reading
+    // the stored ones in one MultiGet; counts the persons not stored yet.
+    status add_counts(const std::map<std::string, uint64_t> &added,
+                      rocksdb::WriteBatch &b, uint64_t &new_persons) const {
+        std::vector<rocksdb::Slice> keys;
+        keys.reserve(added.size());
+        for (const auto &entry : added)
+            keys.emplace_back(entry.first);
+        std::vector<rocksdb::PinnableSlice> values(keys.size());
+        std::vector<rocksdb::Status> statuses(keys.size());
+        h.db->MultiGet(rocksdb::ReadOptions(), cf(person_counts_family),
+                       keys.size(), keys.data(), values.data(), statuses.data(),
+                       /*sorted_input=*/true);
+        size_t i = 0;
+        for (const auto &[person, n] : added) {
+            const rocksdb::Status &st = statuses[i];
+            uint64_t before = 0;
+            if (st.IsNotFound()) {
+                ++new_persons;
+            } else if (!st.ok()) {
+                return from_rocksdb(st, shown + ": reading the face count of " +
+                                            quoted(person));
+            } else {
+                before =
+                    internal::decode_u64(values[i].ToStringView()).value_or(0);
+            }
+            b.Put(cf(person_counts_family), person,
+                  internal::encode_u64(before + n));
+            ++i;
+        }
+        return status::ok();
+    }
+
     status write(rocksdb::WriteBatch &b, const std::string &what) {
         return from_rocksdb(h.db->Write(write_options, &b),
                             shown + ": " + what);
     }
 
-    result<std::vector<uint64_t>> ids_of(const std::string &person) const;
-    result<std::optional<uint64_t>> other_face_with_hash(
-        const face_record &removed) const;
+    // The ids of a person's faces, sorted, and their persons keys.
+    status faces_of(const std::string &person, std::vector<uint64_t> &ids,
+                    std::vector<std::string> &keys) const;
     status wait_for_obsolete_files() const;
 };
 
@@ -479,6 +561,13 @@ status store::impl::read_meta() {
     }
     if (meta.schema_version == 0) {
         return corruption(shown + ": schema version 0 is not valid");
+    }
+    if (meta.schema_version < kOldestReadableSchema) {
+        return mismatch("database " + shown + " has schema version " +
+                        std::to_string(meta.schema_version) + ", expected " +
+                        std::to_string(kSchemaVersion) +
+                        " (it was written by an older facevec; export it "
+                        "with that version and import it again)");
     }
 
     uint8_t metric = 0;
@@ -592,14 +681,17 @@ namespace {
 
 status check_batch(std::span<const face_record> faces, uint32_t dim) {
     for (size_t i = 0; i < faces.size(); ++i) {
-        std::string item = "face " + std::to_string(i) + " of the batch";
+        auto item = [i] {
+            return "face " + std::to_string(i) + " of the batch";
+        };
         if (faces[i].embedding.size() != dim) {
-            return invalid_argument(item + ": embedding has " +
+            return invalid_argument(item() + ": embedding has " +
                                     std::to_string(faces[i].embedding.size()) +
                                     " values, expected " + std::to_string(dim));
         }
-        FACEVEC_RETURN_IF_ERROR(
-            validate_label(faces[i].person).with_context(item));
+        status label = validate_label(faces[i].person);
+        if (!label)
+            return label.with_context(item());
     }
     return status::ok();
 }
@@ -620,41 +712,40 @@ result<std::vector<uint64_t>> store::put_batch(std::span<face_record> faces) {
     rocksdb::WriteBatch batch(faces.size() *
                               (vector_bytes + kFaceOverheadBytes));
     uint64_t new_persons = 0;
-    for (auto &[person, added] : counts) {
-        auto old = s.get(person_counts_family, person);
-        FACEVEC_RETURN_IF_ERROR(old.error());
-        uint64_t before = 0;
-        if (old.value()) {
-            before = internal::decode_u64(*old.value()).value_or(0);
-        } else {
-            ++new_persons;
-        }
-        batch.Put(s.cf(person_counts_family), person,
-                  internal::encode_u64(before + added));
-    }
+    FACEVEC_RETURN_IF_ERROR(s.add_counts(counts, batch, new_persons));
 
-    // One record per face in every family, ids in order.
+    // One faces record per face, in id order, then the persons keys in
+    // key order: a sorted run lets each memtable insert start from the
+    // previous one instead of searching from the top. The keys share one
+    // buffer.
     std::vector<uint64_t> ids;
     ids.reserve(faces.size());
+    std::string keys;
+    std::vector<std::pair<size_t, size_t>> key_spans;  // offset, size
+    key_spans.reserve(faces.size());
+    std::string value;
     int64_t now = now_us();
     for (face_record &f : faces) {
         uint64_t id = s.next_id + ids.size();
-        std::string key = internal::id_key(id);
         if (f.enrolled_at_us == 0)
             f.enrolled_at_us = now;
-        batch.Put(
-            s.cf(vectors_family), key,
-            rocksdb::Slice(reinterpret_cast<const char *>(f.embedding.data()),
-                           vector_bytes));
-        batch.Put(s.cf(faces_family), key, internal::encode_face_meta(f));
-        batch.Put(s.cf(persons_family), internal::person_face_key(f.person, id),
-                  rocksdb::Slice());
-        if (!f.content_hash.empty()) {
-            batch.Put(s.cf(hashes_family),
-                      internal::hash_key(f.person, f.content_hash), key);
-        }
+        internal::encode_face_value(f, value);
+        batch.Put(s.cf(faces_family), internal::id_key(id), value);
+        size_t offset = keys.size();
+        internal::append_person_key(keys, f.person, f.content_hash, id);
+        key_spans.emplace_back(offset, keys.size() - offset);
         ids.push_back(id);
     }
+    auto key_at = [&](const std::pair<size_t, size_t> &span) {
+        return rocksdb::Slice(keys.data() + span.first, span.second);
+    };
+    std::sort(key_spans.begin(), key_spans.end(),
+              [&](const auto &a, const auto &b) {
+                  return key_at(a).compare(key_at(b)) < 0;
+              });
+    for (const auto &span : key_spans)
+        if (getenv("FV_NOP") == nullptr)
+            batch.Put(s.cf(persons_family), key_at(span), rocksdb::Slice());
     uint64_t next = s.next_id + ids.size();
     uint64_t faces_n = s.faces + ids.size();
     uint64_t persons_n = s.persons + new_persons;
@@ -671,80 +762,52 @@ result<std::vector<uint64_t>> store::put_batch(std::span<face_record> faces) {
     return ids;
 }
 
-result<std::vector<uint64_t>> store::impl::ids_of(
-    const std::string &person) const {
+status store::impl::faces_of(const std::string &person,
+                             std::vector<uint64_t> &ids,
+                             std::vector<std::string> &keys) const {
     std::string prefix = internal::person_prefix(person);
     std::unique_ptr<rocksdb::Iterator> it(
         h.db->NewIterator(rocksdb::ReadOptions(), cf(persons_family)));
-    std::vector<uint64_t> ids;
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
          it->Next()) {
-        auto id = internal::id_of_person_face_key(it->key().ToStringView());
-        if (!id || it->key().size() != prefix.size() + internal::kIdBytes) {
+        auto id =
+            internal::id_of_person_key(it->key().ToStringView(), prefix.size());
+        if (!id) {
             return corruption(shown + ": bad persons key of " + quoted(person));
         }
         ids.push_back(*id);
+        keys.push_back(it->key().ToString());
     }
     FACEVEC_RETURN_IF_ERROR(from_rocksdb(
         it->status(), shown + ": listing faces of " + quoted(person)));
-    return ids;
+    std::sort(ids.begin(), ids.end());
+    return status::ok();
 }
 
 result<std::vector<uint64_t>> store::remove_person(const std::string &person) {
     impl &s = *impl_;
-    auto ids = s.ids_of(person);
-    FACEVEC_RETURN_IF_ERROR(ids.error());
-    if (ids->empty()) {
+    std::vector<uint64_t> ids;
+    std::vector<std::string> keys;
+    FACEVEC_RETURN_IF_ERROR(s.faces_of(person, ids, keys));
+    if (ids.empty()) {
         return not_found("person not found: " + quoted(person));
     }
 
     rocksdb::WriteBatch batch;
-    for (uint64_t id : *ids) {
-        std::string key = internal::id_key(id);
-        batch.Delete(s.cf(vectors_family), key);
-        batch.Delete(s.cf(faces_family), key);
-        batch.Delete(s.cf(persons_family),
-                     internal::person_face_key(person, id));
-    }
-    std::string prefix = internal::person_prefix(person);
-    std::unique_ptr<rocksdb::Iterator> it(
-        s.h.db->NewIterator(rocksdb::ReadOptions(), s.cf(hashes_family)));
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
-         it->Next()) {
-        batch.Delete(s.cf(hashes_family), it->key());
-    }
-    FACEVEC_RETURN_IF_ERROR(from_rocksdb(
-        it->status(), s.shown + ": listing hashes of " + quoted(person)));
+    for (uint64_t id : ids)
+        batch.Delete(s.cf(faces_family), internal::id_key(id));
+    for (const std::string &key : keys)
+        batch.Delete(s.cf(persons_family), key);
     batch.Delete(s.cf(person_counts_family), person);
 
-    uint64_t faces_n = s.faces - ids->size();
+    uint64_t faces_n = s.faces - ids.size();
     uint64_t persons_n = s.persons - 1;
     s.put_counters(batch, s.next_id, faces_n, persons_n);
     FACEVEC_RETURN_IF_ERROR(
         s.write(batch, "removing person " + quoted(person)));
     s.faces = faces_n;
     s.persons = persons_n;
-    return std::move(ids).value();
-}
-
-// Another face of the removed face's person with the same content hash.
-result<std::optional<uint64_t>> store::impl::other_face_with_hash(
-    const face_record &removed) const {
-    auto ids = ids_of(removed.person);
-    FACEVEC_RETURN_IF_ERROR(ids.error());
-    for (uint64_t id : *ids) {
-        if (id == removed.id)
-            continue;
-        auto bytes = get(faces_family, internal::id_key(id));
-        FACEVEC_RETURN_IF_ERROR(bytes.error());
-        face_record other;
-        if (bytes.value() &&
-            internal::decode_face_meta(*bytes.value(), other) &&
-            other.content_hash == removed.content_hash) {
-            return std::optional<uint64_t>(id);
-        }
-    }
-    return std::optional<uint64_t>();
+    return ids;
 }
 
 status store::remove_face(uint64_t id) {
@@ -757,15 +820,20 @@ status store::remove_face(uint64_t id) {
     }
     face_record f;
     f.id = id;
-    if (!internal::decode_face_meta(*bytes.value(), f)) {
+    std::string_view meta;
+    std::string_view embedding;
+    if (!internal::split_face_value(*bytes.value(), s.meta.dim, meta,
+                                    embedding) ||
+        !internal::decode_face_meta(meta, f)) {
         return corruption(s.shown + ": face " + std::to_string(id) +
-                          ": metadata record is corrupt");
+                          ": record is corrupt");
     }
 
     rocksdb::WriteBatch batch;
-    batch.Delete(s.cf(vectors_family), key);
     batch.Delete(s.cf(faces_family), key);
-    batch.Delete(s.cf(persons_family), internal::person_face_key(f.person, id));
+    std::string person_key;
+    internal::append_person_key(person_key, f.person, f.content_hash, id);
+    batch.Delete(s.cf(persons_family), person_key);
 
     // The person's count, and the person itself when this was the last.
     auto count = s.get(person_counts_family, f.person);
@@ -781,23 +849,6 @@ status store::remove_face(uint64_t id) {
                   internal::encode_u64(before - 1));
     }
 
-    // The hash entry points at one face; move it to a twin or drop it.
-    if (!f.content_hash.empty()) {
-        std::string hkey = internal::hash_key(f.person, f.content_hash);
-        auto owner = s.get(hashes_family, hkey);
-        FACEVEC_RETURN_IF_ERROR(owner.error());
-        if (owner.value() && *owner.value() == key) {
-            auto twin = s.other_face_with_hash(f);
-            FACEVEC_RETURN_IF_ERROR(twin.error());
-            if (twin.value()) {
-                batch.Put(s.cf(hashes_family), hkey,
-                          internal::id_key(*twin.value()));
-            } else {
-                batch.Delete(s.cf(hashes_family), hkey);
-            }
-        }
-    }
-
     uint64_t faces_n = s.faces - 1;
     s.put_counters(batch, s.next_id, faces_n, persons_n);
     FACEVEC_RETURN_IF_ERROR(
@@ -809,11 +860,18 @@ status store::remove_face(uint64_t id) {
 
 namespace {
 
-// Copies a stored vector into `out` (dim floats); false on a size error.
-bool read_vector(const rocksdb::Slice &value, uint32_t dim, float *out) {
-    if (value.size() != size_t{dim} * sizeof(float))
+// Splits a faces record and decodes its metadata into f (and, when
+// `embedding` is given, copies the dim floats there); false when corrupt.
+bool decode_face(std::string_view value, uint32_t dim, face_record &f,
+                 float *embedding) {
+    std::string_view meta;
+    std::string_view vector;
+    if (!internal::split_face_value(value, dim, meta, vector) ||
+        !internal::decode_face_meta(meta, f)) {
         return false;
-    std::memcpy(out, value.data(), value.size());
+    }
+    if (embedding != nullptr)
+        std::memcpy(embedding, vector.data(), vector.size());
     return true;
 }
 
@@ -826,110 +884,84 @@ status store::scan(const std::function<status(const face_record &)> &fn,
     rocksdb::ReadOptions ro;
     ro.snapshot = snapshot.snapshot();
     ro.readahead_size = kScanReadaheadBytes;
-    std::unique_ptr<rocksdb::Iterator> faces_it(
+    std::unique_ptr<rocksdb::Iterator> it(
         s.h.db->NewIterator(ro, s.cf(faces_family)));
-    std::unique_ptr<rocksdb::Iterator> vectors_it;
-    if (with_embedding) {
-        vectors_it.reset(s.h.db->NewIterator(ro, s.cf(vectors_family)));
-        vectors_it->SeekToFirst();
-    }
 
     face_record f;
-    for (faces_it->SeekToFirst(); faces_it->Valid(); faces_it->Next()) {
-        auto id = internal::decode_u64(faces_it->key().ToStringView());
-        std::string item =
-            s.shown + ": face " + (id ? std::to_string(*id) : "with a bad key");
+    if (with_embedding)
+        f.embedding.resize(s.meta.dim);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        auto id = internal::decode_u64(it->key().ToStringView());
         if (!id ||
-            !internal::decode_face_meta(faces_it->value().ToStringView(), f)) {
-            return corruption(item + ": metadata record is corrupt");
+            !decode_face(it->value().ToStringView(), s.meta.dim, f,
+                         with_embedding ? f.embedding.data() : nullptr)) {
+            return corruption(s.shown + ": face " +
+                              (id ? std::to_string(*id) : "with a bad key") +
+                              ": record is corrupt or its embedding is not " +
+                              std::to_string(s.meta.dim) + " floats");
         }
         f.id = *id;
-        if (with_embedding) {
-            f.embedding.resize(s.meta.dim);
-            if (!vectors_it->Valid() || vectors_it->key() != faces_it->key() ||
-                !read_vector(vectors_it->value(), s.meta.dim,
-                             f.embedding.data())) {
-                FACEVEC_RETURN_IF_ERROR(from_rocksdb(
-                    vectors_it->status(), item + ": reading the embedding"));
-                return corruption(item + ": embedding missing or not " +
-                                  std::to_string(s.meta.dim) + " floats");
-            }
-            vectors_it->Next();
-        }
         FACEVEC_RETURN_IF_ERROR(fn(f));
     }
-    return from_rocksdb(faces_it->status(), s.shown + ": scanning faces");
+    return from_rocksdb(it->status(), s.shown + ": scanning faces");
 }
 
 status store::load_all(std::vector<uint64_t> &ids, std::vector<float> &vectors,
                        std::vector<std::string> &persons) const {
-    const impl &s = *impl_;
-    rocksdb::ManagedSnapshot snapshot(s.h.db);
-    rocksdb::ReadOptions ro;
-    ro.snapshot = snapshot.snapshot();
-    ro.readahead_size = kScanReadaheadBytes;
-    ro.fill_cache = false;
-    std::unique_ptr<rocksdb::Iterator> vectors_it(
-        s.h.db->NewIterator(ro, s.cf(vectors_family)));
-    std::unique_ptr<rocksdb::Iterator> faces_it(
-        s.h.db->NewIterator(ro, s.cf(faces_family)));
-
-    size_t dim = s.meta.dim;
-    size_t expected = s.faces;
     ids.clear();
     vectors.clear();
     persons.clear();
+    size_t dim = impl_->meta.dim;
+    size_t expected = impl_->faces;
     ids.reserve(expected);
-    vectors.reserve(expected * dim);
     persons.reserve(expected);
-
-    faces_it->SeekToFirst();
-    for (vectors_it->SeekToFirst(); vectors_it->Valid(); vectors_it->Next()) {
-        auto id = internal::decode_u64(vectors_it->key().ToStringView());
-        std::string person;
-        if (!id || !faces_it->Valid() || faces_it->key() != vectors_it->key() ||
-            !internal::decode_face_person(faces_it->value().ToStringView(),
-                                          person)) {
-            FACEVEC_RETURN_IF_ERROR(
-                from_rocksdb(faces_it->status(), s.shown + ": reading faces"));
-            return corruption(s.shown + ": embedding " +
-                              (id ? std::to_string(*id) : "with a bad key") +
-                              " has no face record");
-        }
-        size_t row = ids.size();
-        vectors.resize((row + 1) * dim);
-        if (!read_vector(vectors_it->value(), s.meta.dim,
-                         vectors.data() + row * dim)) {
-            return corruption(s.shown + ": embedding " + std::to_string(*id) +
-                              " is not " + std::to_string(dim) + " floats");
-        }
-        ids.push_back(*id);
-        persons.push_back(std::move(person));
-        faces_it->Next();
-    }
-    FACEVEC_RETURN_IF_ERROR(
-        from_rocksdb(vectors_it->status(), s.shown + ": loading embeddings"));
-    if (faces_it->Valid()) {
-        return corruption(
-            s.shown + ": face " +
-            std::to_string(internal::decode_u64(faces_it->key().ToStringView())
-                               .value_or(0)) +
-            " has no embedding");
-    }
+    vectors.reserve(expected * dim);
+    FACEVEC_RETURN_IF_ERROR(load_faces(
+        [&](uint64_t id, std::string_view person, std::string_view embedding) {
+            size_t row = ids.size();
+            vectors.resize((row + 1) * dim);
+            std::memcpy(vectors.data() + row * dim, embedding.data(),
+                        embedding.size());
+            ids.push_back(id);
+            persons.emplace_back(person);
+        }));
     return status::ok();
+}
+
+status store::load_faces(const face_sink &sink) const {
+    const impl &s = *impl_;
+    rocksdb::ManagedSnapshot snapshot(s.h.db);
+    rocksdb::ReadOptions ro = internal::bulk_read_options();
+    ro.snapshot = snapshot.snapshot();
+    std::unique_ptr<rocksdb::Iterator> it(
+        s.h.db->NewIterator(ro, s.cf(faces_family)));
+
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        auto id = internal::decode_u64(it->key().ToStringView());
+        std::string_view meta;
+        std::string_view vector;
+        std::string_view person;
+        if (!id ||
+            !internal::split_face_value(it->value().ToStringView(), s.meta.dim,
+                                        meta, vector) ||
+            !internal::decode_face_person(meta, person)) {
+            return corruption(s.shown + ": face " +
+                              (id ? std::to_string(*id) : "with a bad key") +
+                              ": record is corrupt or its embedding is not " +
+                              std::to_string(s.meta.dim) + " floats");
+        }
+        sink(*id, person, vector);
+    }
+    return from_rocksdb(it->status(), s.shown + ": loading faces");
 }
 
 std::optional<face_record> store::get_face(uint64_t id) const {
     const impl &s = *impl_;
-    rocksdb::ManagedSnapshot snapshot(s.h.db);
-    std::string key = internal::id_key(id);
-    auto bytes = s.get(faces_family, key, snapshot.snapshot());
-    auto vector = s.get(vectors_family, key, snapshot.snapshot());
+    auto bytes = s.get(faces_family, internal::id_key(id));
 
     // Limitation: the signature has no status; read errors are logged.
-    status error = bytes.error().is_ok() ? vector.error() : bytes.error();
-    if (!error.is_ok()) {
-        logger()->error("{}", error.to_string());
+    if (!bytes) {
+        logger()->error("{}", bytes.error().to_string());
         return std::nullopt;
     }
     if (!bytes.value())
@@ -938,8 +970,7 @@ std::optional<face_record> store::get_face(uint64_t id) const {
     face_record f;
     f.id = id;
     f.embedding.resize(s.meta.dim);
-    if (!internal::decode_face_meta(*bytes.value(), f) || !vector.value() ||
-        !read_vector(*vector.value(), s.meta.dim, f.embedding.data())) {
+    if (!decode_face(*bytes.value(), s.meta.dim, f, f.embedding.data())) {
         logger()->error("{}: face {}: record is corrupt", s.shown, id);
         return std::nullopt;
     }
@@ -971,13 +1002,38 @@ std::vector<std::pair<std::string, uint64_t>> store::list_persons(
 
 bool store::has_content(const std::string &person,
                         const std::string &content_hash) const {
-    auto got =
-        impl_->get(hashes_family, internal::hash_key(person, content_hash));
-    if (!got) {
-        logger()->error("{}", got.error().to_string());
-        return false;
+    const std::pair<std::string, std::string> key(person, content_hash);
+    return has_contents(std::span(&key, 1)).front();
+}
+
+std::vector<bool> store::has_contents(
+    std::span<const std::pair<std::string, std::string>> keys) const {
+    const impl &s = *impl_;
+    std::vector<bool> found(keys.size(), false);
+    if (keys.empty())
+        return found;
+
+    // Seeks in key order on one iterator: each lands near the last.
+    std::vector<std::pair<std::string, size_t>> prefixes;
+    prefixes.reserve(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+        prefixes.emplace_back(
+            internal::person_hash_prefix(keys[i].first, keys[i].second), i);
     }
-    return got.value().has_value();
+    std::sort(prefixes.begin(), prefixes.end());
+    std::unique_ptr<rocksdb::Iterator> it(
+        s.h.db->NewIterator(rocksdb::ReadOptions(), s.cf(persons_family)));
+    for (const auto &[prefix, i] : prefixes) {
+        if (keys[i].second.empty())
+            continue;
+        it->Seek(prefix);
+        found[i] = it->Valid() && it->key().starts_with(prefix);
+    }
+    if (!it->status().ok()) {
+        logger()->error("{}: looking up content hashes: {}", s.shown,
+                        it->status().ToString());
+    }
+    return found;
 }
 
 uint64_t store::face_count() const {

@@ -233,6 +233,130 @@ TEST_F(CliTest, ImportReadsFvecsAndTheDefaultLabelsFile) {
     EXPECT_THAT(r.out, HasSubstr("2 enrolled"));
 }
 
+TEST_F(CliTest, ManifestImportReadsNamedColumnsQuotesAndUtf8) {
+    write_npy(path("a.npy"), distinct_rows(3), kDim);
+    write_fvecs(path("b.fvecs"), distinct_rows(5), kDim);
+    // Columns in another order, a quoted label with a comma, a quote and
+    // a line break, a UTF-8 label, a whole file (no row), CRLF endings.
+    write_text(path("m.csv"),
+               "\xef\xbb\xbfrow,person,path,source\r\n"
+               "0,\"Smith, \"\"J\"\"\nJr\",a.npy,\r\n"
+               "2,Zoë 山田 🙂,a.npy,custom source\r\n"
+               ",whole,b.fvecs,\r\n");
+    run_result r = cli({"import", "--db", db_, "--manifest", path("m.csv")});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("7 enrolled, 0 skipped"));
+    r = cli({"persons", "--db", db_, "--json"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 3u) << r.out;
+    EXPECT_EQ(json::parse(lines[0])["person"], "Smith, \"J\"\nJr");
+    EXPECT_EQ(json::parse(lines[1])["person"], "Zoë 山田 🙂");
+    EXPECT_EQ(json::parse(lines[2])["person"], "whole");
+    EXPECT_EQ(json::parse(lines[2])["faces"], 5);
+
+    // The query of a.npy's row 2 finds its label; importing again skips.
+    std::vector<float> a = distinct_rows(3);
+    write_npy(path("q.npy"), std::vector<float>(a.begin() + 2 * kDim, a.end()),
+              kDim);
+    r = cli({"query", "--db", db_, "--vectors", path("q.npy")});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out)["person"], "Zoë 山田 🙂");
+    r = cli({"import", "--db", db_, "--manifest", path("m.csv")});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("0 enrolled, 7 skipped"));
+}
+
+TEST_F(CliTest, ManifestWithoutHeaderIsPathThenPerson) {
+    write_npy(path("a.npy"), distinct_rows(2), kDim);
+    write_text(path("m.csv"), "a.npy,ann\n\n");
+    run_result r = cli({"import", "--db", db_, "--manifest", path("m.csv")});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("2 enrolled"));
+}
+
+TEST_F(CliTest, ManifestBadRowsAreReportedWithTheirLineAndTheRestImported) {
+    write_npy(path("a.npy"), distinct_rows(3), kDim);
+    write_npy(path("wide.npy"), std::vector<float>(2 * (kDim + 1), 1.0f),
+              kDim + 1);
+    write_text(path("empty.npy"), "");
+    write_text(path("m.csv"),
+               "path,person,row\n"  // line 1
+               "a.npy,ok,0\n"       // line 2
+               "a.npy,far,7\n"      // line 3: row out of range
+               "nothere.npy,x,0\n"  // line 4: missing file
+               "a.npy,y,one\n"      // line 5: not a row number
+               "a.npy,z\n"          // line 6: too few fields
+               "wide.npy,w,0\n"     // line 7: wrong dim
+               "empty.npy,e,0\n"    // line 8: unreadable vector file
+               "a.npy,ok,1\n");     // line 9
+    run_result r = cli({"import", "--db", db_, "--manifest", path("m.csv")});
+    EXPECT_EQ(r.code, kExitSomeRejected) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("2 enrolled, 0 skipped"));
+    EXPECT_THAT(r.out, HasSubstr("6 rejected"));
+    std::string m = path("m.csv");
+    EXPECT_THAT(r.err, HasSubstr("facevec: " + m +
+                                 " line 3: row 7 is out of "
+                                 "range: a.npy has 3 rows"));
+    EXPECT_THAT(r.err,
+                HasSubstr("facevec: " + m + " line 4: " + path("nothere.npy") +
+                          ": No such file or directory"));
+    EXPECT_THAT(r.err, HasSubstr("facevec: " + m +
+                                 " line 5: row 'one' is "
+                                 "not a row number"));
+    EXPECT_THAT(r.err,
+                HasSubstr("facevec: " + m + " line 6: 2 fields, expected 3"));
+    EXPECT_THAT(r.err, HasSubstr("facevec: " + m + " line 7: "));
+    EXPECT_THAT(r.err, HasSubstr("embedding has 5 values, the database's "
+                                 "dim is 4"));
+    EXPECT_THAT(r.err, HasSubstr("facevec: " + m +
+                                 " line 8: " + path("empty.npy") + ": "));
+    EXPECT_EQ(lines_of(r.err).size(), 6u) << r.err;
+}
+
+TEST_F(CliTest, ManifestMissingOrUnknownColumnOrOpenQuoteFails) {
+    write_npy(path("a.npy"), distinct_rows(1), kDim);
+    write_text(path("m.csv"), "path,row\na.npy,0\n");
+    run_result r = cli({"import", "--db", db_, "--manifest", path("m.csv")});
+    expect_one_error_line(r, kExitFailure,
+                          path("m.csv") +
+                              ": missing column 'person' "
+                              "(header: path,row)");
+    write_text(path("m.csv"), "path,persn\na.npy,ann\n");
+    r = cli({"import", "--db", db_, "--manifest", path("m.csv")});
+    expect_one_error_line(r, kExitFailure,
+                          path("m.csv") +
+                              " line 1: unknown column 'persn' "
+                              "(known: path,person,row,source)");
+    write_text(path("m.csv"), "path,person\na.npy,\"ann\n");
+    r = cli({"import", "--db", db_, "--manifest", path("m.csv")});
+    expect_one_error_line(
+        r, kExitFailure,
+        path("m.csv") + " line 2: a quoted field is never closed");
+    write_text(path("m.csv"), "path,person\na.npy,\"ann\"x\n");
+    r = cli({"import", "--db", db_, "--manifest", path("m.csv")});
+    expect_one_error_line(r, kExitFailure,
+                          path("m.csv") +
+                              " line 2: unexpected character "
+                              "after a closing quote");
+    EXPECT_FALSE(std::filesystem::exists(db_));
+
+    r = cli({"import", "--db", db_, "--manifest", path("m.csv"), "--vectors",
+             path("a.npy")});
+    EXPECT_NE(r.code, 0);
+    EXPECT_THAT(r.err, HasSubstr("excludes"));
+}
+
+TEST_F(CliTest, StrictManifestImportWritesNothingWhenARowIsBad) {
+    write_npy(path("a.npy"), distinct_rows(2), kDim);
+    write_text(path("m.csv"), "path,person,row\na.npy,a,0\na.npy,b,5\n");
+    run_result r =
+        cli({"import", "--db", db_, "--manifest", path("m.csv"), "--strict"});
+    expect_one_error_line(r, kExitFailure, path("m.csv") + " line 3: row 5");
+    EXPECT_THAT(r.err, HasSubstr("nothing imported"));
+    EXPECT_FALSE(std::filesystem::exists(db_));
+}
+
 TEST_F(CliTest, InvalidItemsAreReportedOneByOneAndTheRestImported) {
     std::vector<float> rows = distinct_rows(7);
     rows[1 * kDim + 2] = std::numeric_limits<float>::quiet_NaN();

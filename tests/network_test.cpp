@@ -33,20 +33,8 @@ constexpr double kF32RelativeTolerance = 1e-5;
 constexpr double kBf16MinCosine = 0.98;
 constexpr uint32_t kSeed = 20261204;
 
-// The suite runs two test programs at once on two cores: one compute
-// thread each unless FACEVEC_THREADS says otherwise (OpenMP teams on an
-// oversubscribed machine wait on each other at every barrier).
-class one_thread_environment : public ::testing::Environment {
-  public:
-    void SetUp() override {
-        if (std::getenv(kThreadsEnv) == nullptr) {
-            setenv(kThreadsEnv, "1", /*overwrite=*/0);
-            omp_set_num_threads(1);
-        }
-    }
-};
-const auto *const kOneThread =
-    ::testing::AddGlobalTestEnvironment(new one_thread_environment);
+const auto *const kOneThread = ::testing::AddGlobalTestEnvironment(
+    new facevec::testing::one_compute_thread_environment);
 
 // A naive NCHW tensor of one item.
 struct nt {
@@ -448,13 +436,8 @@ TEST(NetworkModelTest, Bf16CloseToF32) {
     ASSERT_TRUE((*f)->run(input, 2, of).is_ok());
     ASSERT_TRUE((*b)->run(input, 2, ob).is_ok());
     for (int i = 0; i < 2; ++i) {
-        double ab = 0, aa = 0, bb = 0;
-        for (int k = 0; k < 512; ++k) {
-            ab += double{of[i * 512 + k]} * ob[i * 512 + k];
-            aa += double{of[i * 512 + k]} * of[i * 512 + k];
-            bb += double{ob[i * 512 + k]} * ob[i * 512 + k];
-        }
-        EXPECT_GE(ab / std::sqrt(aa * bb), kBf16MinCosine);
+        EXPECT_GE(facevec::testing::cosine(&of[i * 512], &ob[i * 512], 512),
+                  kBf16MinCosine);
     }
 }
 

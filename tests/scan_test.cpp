@@ -130,7 +130,9 @@ std::string label(scan_isa isa, size_t dim, size_t nq, size_t k) {
 
 TEST(ScanTest, EveryPathMatchesFaissOnRandomDataAndOddShapes) {
     constexpr size_t kRows = 1003;  // not a multiple of any block
-    for (size_t dim : {7, 13, 16, 128, 129}) {
+    // 128 and 129: short rows (prefetched, 16-row blocks at batch 1); 300:
+    // long rows left to the hardware prefetcher.
+    for (size_t dim : {7, 13, 16, 128, 129, 300}) {
         const std::vector<float> base = random_rows(kRows, dim, kSeed);
         const std::vector<float> queries = random_rows(9, dim, kSeed + 7);
         for (size_t nq : {1, 3, 5, 9}) {
@@ -199,8 +201,53 @@ TEST(ScanTest, TiesKeepTheLowerPositionFirstLikeFaiss) {
     }
 }
 
+// Every row's distance to a query, indexed by row: a scan with k = nb.
+std::vector<float> distance_by_row(const knn &all, size_t query, size_t nb) {
+    std::vector<float> by_row(nb, -1.0f);
+    for (size_t i = 0; i < nb; ++i) {
+        const int64_t row = all.labels[query * nb + i];
+        by_row[static_cast<size_t>(row)] = all.distances[query * nb + i];
+    }
+    return by_row;
+}
+
+TEST(ScanTest, DistanceIsTheSameAloneInAnyBatchAndAtAnyRowPosition) {
+    // 37 rows: full blocks and a short last block for every block shape.
+    constexpr size_t kRows = 37;
+    constexpr size_t kShift = 5;
+    constexpr size_t kMaxBatch = 6;
+    for (size_t dim : {13, 128, 300}) {
+        const std::vector<float> base = random_rows(kRows, dim, kSeed);
+        const std::vector<float> queries =
+            random_rows(kMaxBatch, dim, kSeed + 2);
+        for (scan_isa isa : supported_isas()) {
+            const knn alone =
+                our_knn(queries.data(), 1, base.data(), storage_kind::f32,
+                        kRows, dim, kRows, isa);
+            const std::vector<float> want = distance_by_row(alone, 0, kRows);
+            for (size_t nq = 2; nq <= kMaxBatch; ++nq) {
+                const knn batch =
+                    our_knn(queries.data(), nq, base.data(), storage_kind::f32,
+                            kRows, dim, kRows, isa);
+                EXPECT_EQ(distance_by_row(batch, 0, kRows), want)
+                    << label(isa, dim, nq, kRows);
+            }
+            // The same rows seen from kShift rows later land in other
+            // blocks and block positions.
+            const size_t rest = kRows - kShift;
+            const knn shifted =
+                our_knn(queries.data(), 1, base.data() + kShift * dim,
+                        storage_kind::f32, rest, dim, rest, isa);
+            const std::vector<float> got = distance_by_row(shifted, 0, rest);
+            EXPECT_EQ(got,
+                      std::vector<float>(want.begin() + kShift, want.end()))
+                << label(isa, dim, 1, rest) << " shifted";
+        }
+    }
+}
+
 TEST(ScanTest, TwoThreadsGiveTheOneThreadAnswer) {
-    // Above the parallel threshold (4 MiB): 8200 x 129 floats.
+    // Above the parallel threshold (2 MiB): 8200 x 129 floats.
     constexpr size_t kRows = 8200;
     constexpr size_t kDim = 129;
     constexpr size_t kQueries = 5;
@@ -232,7 +279,7 @@ TEST(ScanTest, HalfWidthRowsMatchFaissOnTheDecodedRows) {
     constexpr size_t kQueries = 5;
     constexpr size_t kK = 10;
     for (storage_kind kind : {storage_kind::bf16, storage_kind::fp16}) {
-        for (size_t dim : {7, 33, 128}) {
+        for (size_t dim : {7, 33, 128, 600}) {
             const std::vector<float> rows = random_rows(kRows, dim, kSeed);
             std::vector<uint16_t> half(rows.size());
             encode_half(rows.data(), rows.size(), kind, half.data());

@@ -1,13 +1,16 @@
 // The HTTP API end to end: the real `facevec serve` program on a free
 // loopback port, driven by httplib::Client.
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -23,6 +26,8 @@
 #include <nlohmann/json.hpp>
 
 #include "api/server.h"
+#include "embed/embedder.h"
+#include "embed/import_faceapi.h"
 #include "tests/test_util.h"
 
 namespace facevec {
@@ -188,8 +193,17 @@ class ServerTest : public ::testing::Test {
 
     std::string db() const { return dir_.str("db"); }
 
-    // Starts the server with keys; extra options are appended.
+    // Starts the server with keys on a vector database of kDim; extra
+    // options are appended.
     void start(std::vector<std::string> extra = {}) {
+        std::vector<std::string> args = {"--create", "--dim",
+                                         std::to_string(kDim)};
+        args.insert(args.end(), extra.begin(), extra.end());
+        start_with(args);
+    }
+
+    // Starts the server with keys and `extra` options.
+    void start_with(const std::vector<std::string> &extra) {
         std::vector<std::string> args = {"serve",
                                          "--db",
                                          db(),
@@ -197,9 +211,6 @@ class ServerTest : public ::testing::Test {
                                          "127.0.0.1:0",
                                          "--keys",
                                          dir_.str("keys.txt"),
-                                         "--create",
-                                         "--dim",
-                                         std::to_string(kDim),
                                          "--threads",
                                          "16"};
         args.insert(args.end(), extra.begin(), extra.end());
@@ -759,6 +770,250 @@ TEST_F(ServerTest, QueryAnswerHasTheSchemaFields) {
     EXPECT_EQ(keys_of(get("/v1/persons", 200)), required("PersonsPage"));
     json e = post("/v1/query", "{", 400);
     EXPECT_EQ(keys_of(e), required("Error"));
+}
+
+// ---- images ----
+
+namespace fs = std::filesystem;
+
+std::string read_bytes(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+std::string base64(const std::string &bytes) {
+    constexpr size_t kQuantumBytes = 3;
+    constexpr size_t kQuantumChars = 4;
+    std::string out(
+        (bytes.size() + kQuantumBytes - 1) / kQuantumBytes * kQuantumChars + 1,
+        '\0');
+    int n =
+        EVP_EncodeBlock(reinterpret_cast<unsigned char *>(out.data()),
+                        reinterpret_cast<const unsigned char *>(bytes.data()),
+                        static_cast<int>(bytes.size()));
+    out.resize(static_cast<size_t>(n));
+    return out;
+}
+
+bool face_resnet_cached() {
+    return fs::exists(fs::path(embed::model_cache_dir()) /
+                      (std::string("face-api-") + embed::kFaceApiVersion) /
+                      embed::kFaceApiModel);
+}
+
+// Two LFW persons whose first three photos each hold a face the detector
+// finds, with those photos; empty when the folder lacks them.
+std::vector<std::pair<std::string, std::vector<std::string>>> lfw_persons(
+    const std::string &faces) {
+    constexpr int kPhotos = 3;
+    std::vector<std::pair<std::string, std::vector<std::string>>> out;
+    for (const char *person : {"Aaron_Peirsol", "Abdullah_Gul"}) {
+        std::vector<std::string> files;
+        for (int i = 1; i <= kPhotos; ++i) {
+            fs::path f =
+                fs::path(faces) / "lfw" / person /
+                (std::string(person) + "_000" + std::to_string(i) + ".jpg");
+            if (!fs::exists(f))
+                return {};
+            files.push_back(f.string());
+        }
+        out.push_back({person, files});
+    }
+    return out;
+}
+
+// A database made for face-resnet by the server itself; skips without
+// LFW or the model's weights.
+// NOLINTNEXTLINE(readability-identifier-naming): gtest fixture style.
+class PhotoServerTest : public ServerTest {
+  protected:
+    void SetUp() override {
+        ServerTest::SetUp();
+        faces_ = facevec::testing::faces_dir();
+        if (faces_.empty()) {
+            GTEST_SKIP() << "LFW not found (set FACEVEC_FACES or put it at "
+                            "../shared/faces): skipping the image API tests";
+        }
+        if (!face_resnet_cached()) {
+            GTEST_SKIP() << "face-resnet weights not in "
+                         << embed::model_cache_dir()
+                         << " (run tools/fetch_models.sh): skipping the "
+                            "image API tests";
+        }
+        persons_ = lfw_persons(faces_);
+        ASSERT_EQ(persons_.size(), 2u)
+            << faces_ << "/lfw lacks Aaron_Peirsol or Abdullah_Gul";
+    }
+
+    void start_photos(std::vector<std::string> extra = {}) {
+        std::vector<std::string> args = {"--create", "--model", "face-resnet",
+                                         "--faces", "central"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        start_with(args);
+    }
+
+    // Photo `i` of person `p`, base64.
+    std::string photo64(size_t p, size_t i) const {
+        return base64(read_bytes(persons_[p].second[i]));
+    }
+
+    httplib::Result post_form(const std::string &path,
+                              const httplib::MultipartFormDataItems &form) {
+        return client()->Post(path, form);
+    }
+
+    std::string faces_;
+    std::vector<std::pair<std::string, std::vector<std::string>>> persons_;
+};
+
+TEST_F(PhotoServerTest, ImagesEnrolledByBase64AndMultipartAreFoundByQuery) {
+    start_photos();
+    const std::string &alice = persons_[0].first;
+    const std::string &bob = persons_[1].first;
+
+    json body = {{"items",
+                  {{{"person", alice}, {"image", photo64(0, 0)}},
+                   {{"person", bob}, {"image", photo64(1, 0)}}}}};
+    json enrolled = post("/v1/enroll", body.dump(), 200);
+    ASSERT_EQ(enrolled["faces"].size(), 2u) << enrolled;
+    EXPECT_EQ(enrolled["faces"][1]["item"], 1);
+    EXPECT_TRUE(enrolled["skipped"].empty()) << enrolled;
+
+    httplib::MultipartFormDataItems form = {
+        {"person", alice, "", ""},
+        {"images", read_bytes(persons_[0].second[1]), "second.jpg",
+         "image/jpeg"}};
+    auto res = post_form("/v1/enroll", form);
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    EXPECT_EQ(json::parse(res->body)["faces"].size(), 1u) << res->body;
+
+    // The same photo again for the same person is skipped.
+    json again = post(
+        "/v1/enroll",
+        json{{"items", {{{"person", alice}, {"image", photo64(0, 0)}}}}}.dump(),
+        200);
+    EXPECT_TRUE(again["faces"].empty()) << again;
+    EXPECT_EQ(again["skipped"], json::array({0})) << again;
+
+    json stats = get("/v1/stats", 200);
+    EXPECT_EQ(stats["faces"], 3);
+    EXPECT_EQ(stats["persons"], 2);
+    EXPECT_NE(stats["model_fingerprint"].get<std::string>().find("face-resnet"),
+              std::string::npos);
+
+    // An unseen photo of each person: its largest face (first) is found.
+    // Parsed keeping the key order.
+    json q = {{"images", {photo64(0, 2), photo64(1, 2)}}, {"k", 2}};
+    auto raw = client()->Post("/v1/query", q.dump(), "application/json");
+    ASSERT_TRUE(raw);
+    ASSERT_EQ(raw->status, 200) << raw->body;
+    auto answer = nlohmann::ordered_json::parse(raw->body);
+    ASSERT_GE(answer["results"].size(), 2u) << answer;
+    std::map<std::string, nlohmann::ordered_json> first;
+    for (const auto &r : answer["results"]) {
+        first.emplace(r["input"].get<std::string>(), r);
+    }
+    ASSERT_TRUE(first.count("item 0") && first.count("item 1")) << answer;
+    EXPECT_EQ(first["item 0"]["person"], alice) << answer;
+    EXPECT_EQ(first["item 1"]["person"], bob) << answer;
+
+    // The keys `facevec query IMAGE` prints, in its order.
+    std::vector<std::string> keys;
+    for (const auto &[k, v] : first["item 0"].items())
+        keys.push_back(k);
+    EXPECT_EQ(keys, (std::vector<std::string>{"input", "box", "query", "person",
+                                              "distance", "top"}));
+    EXPECT_EQ(first["item 0"]["query"], 0);
+    EXPECT_EQ(first["item 0"]["box"].size(), 4u);
+
+    // A multipart query names the face by the file name.
+    httplib::MultipartFormDataItems qform = {
+        {"images", read_bytes(persons_[1].second[2]), "probe.jpg",
+         "image/jpeg"},
+        {"k", "1", "", ""}};
+    res = post_form("/v1/query", qform);
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    json fa = json::parse(res->body);
+    EXPECT_EQ(fa["results"][0]["input"], "probe.jpg") << fa;
+    EXPECT_EQ(fa["results"][0]["person"], bob) << fa;
+
+    auto metrics = client(nullptr)->Get("/metrics");
+    ASSERT_TRUE(metrics);
+    EXPECT_NE(metrics->body.find("facevec_images_embedded_total 7"),
+              std::string::npos)
+        << metrics->body;
+}
+
+TEST_F(PhotoServerTest, BadImagesNameTheItemAndWriteNothing) {
+    start_photos({"--max-images", "2"});
+    const std::string &alice = persons_[0].first;
+    std::string jpeg = read_bytes(persons_[0].second[0]);
+
+    json body = {{"items",
+                  {{{"person", alice}, {"image", base64(jpeg)}},
+                   {{"person", alice}, {"image", "not base64!"}}}}};
+    expect_error(post("/v1/enroll", body.dump(), 400), "invalid_argument",
+                 "item 1: image is not valid base64", 1);
+
+    // A JPEG cut short: a good photo before it is not written either.
+    body = {{"items",
+             {{{"person", alice}, {"image", base64(jpeg)}},
+              {{"person", alice},
+               {"image", base64(jpeg.substr(0, jpeg.size() / 2))}}}}};
+    expect_error(post("/v1/enroll", body.dump(), 400), "invalid_argument",
+                 "item 1", 1);
+    EXPECT_EQ(get("/v1/stats", 200)["faces"], 0) << "a batch is atomic";
+
+    httplib::MultipartFormDataItems form = {
+        {"person", alice, "", ""},
+        {"images", jpeg, "good.jpg", "image/jpeg"},
+        {"images", "GIF89a not really", "anim.gif", "image/gif"}};
+    auto res = post_form("/v1/enroll", form);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 415) << res->body;
+    expect_error(json::parse(res->body), "unsupported", "anim.gif", 1);
+
+    // A flat grey picture holds no face.
+    constexpr int kSide = 64;
+    constexpr char kGrey = 100;
+    std::string pgm = "P5\n64 64\n255\n" + std::string(kSide * kSide, kGrey);
+    json q = {{"images", {base64(jpeg), base64(pgm)}}};
+    expect_error(post("/v1/query", q.dump(), 400), "invalid_argument",
+                 "item 1: no face found", 1);
+
+    q = {{"images", {base64(jpeg), base64(jpeg), base64(jpeg)}}};
+    expect_error(post("/v1/query", q.dump(), 413), "resource_exhausted",
+                 "request has 3 images, the limit is 2", 2);
+    get("/healthz", 200, nullptr);
+}
+
+TEST_F(PhotoServerTest, ImageOverPixelCapIsRefused) {
+    // LFW photos are 250 x 250.
+    start_photos({"--max-image-pixels", "10000"});
+    json body = {
+        {"items", {{{"person", persons_[0].first}, {"image", photo64(0, 0)}}}}};
+    expect_error(post("/v1/enroll", body.dump(), 413), "resource_exhausted",
+                 "item 0: 250 x 250 = 62500 pixels, the limit is 10000", 0);
+    EXPECT_EQ(get("/v1/stats", 200)["faces"], 0);
+}
+
+TEST_F(PhotoServerTest, RequestOverTimeLimitIsUnavailableAndServerStaysUp) {
+    start_photos({"--request-timeout", "0.001"});
+    json items = json::array();
+    for (size_t p = 0; p < persons_.size(); ++p) {
+        for (size_t i = 0; i < persons_[p].second.size(); ++i) {
+            items.push_back(
+                {{"person", persons_[p].first}, {"image", photo64(p, i)}});
+        }
+    }
+    json e = post("/v1/enroll", json{{"items", items}}.dump(), 503);
+    expect_error(e, "deadline_exceeded", "time limit of 0.001 s");
+    get("/healthz", 200, nullptr);
+    EXPECT_EQ(get("/v1/stats", 200)["faces"], 0) << "nothing was written";
 }
 
 // ---- concurrency and shutdown ----

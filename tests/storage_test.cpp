@@ -470,9 +470,32 @@ TEST(StoreTest, OpenFailsOnNewerSchema) {
     ASSERT_FALSE(r.is_ok());
     EXPECT_EQ(r.error().code(), error_code::mismatch);
     EXPECT_EQ(r.error().message(),
-              "database " + dir.str("db") +
-                  " has schema version 2, expected at most 1 (it was "
-                  "written by a newer facevec)");
+              "database " + dir.str("db") + " has schema version " +
+                  std::to_string(kSchemaVersion + 1) + ", expected at most " +
+                  std::to_string(kSchemaVersion) +
+                  " (it was written by a newer facevec)");
+}
+
+TEST(StoreTest, OpenFailsOnOlderSchemaNamingBothVersions) {
+    testing::temp_dir dir;
+    open_ok(dir.str("db")).reset();
+    {
+        raw_db raw(dir.str("db"));
+        ASSERT_TRUE(raw.db
+                        ->Put(rocksdb::WriteOptions(),
+                              raw.family(internal::kMetaFamily),
+                              internal::kMetaSchemaVersion,
+                              internal::encode_u32(kSchemaVersion - 1))
+                        .ok());
+    }
+    auto r = store::open(dir.str("db"), open_options());
+    ASSERT_FALSE(r.is_ok());
+    EXPECT_EQ(r.error().code(), error_code::mismatch);
+    EXPECT_THAT(r.error().message(),
+                ::testing::HasSubstr(
+                    "has schema version " + std::to_string(kSchemaVersion - 1) +
+                    ", expected " + std::to_string(kSchemaVersion) +
+                    " (it was written by an older facevec"));
 }
 
 TEST(StoreTest, CreateRejectsBadMeta) {
@@ -747,6 +770,48 @@ TEST(StoreTest, RemovingOneOfTwinFacesKeepsTheContentHash) {
     EXPECT_FALSE(s->has_content("alice", a.content_hash));
 }
 
+TEST(StoreTest, ContentHashesAreMatchedWholeAndInBatches) {
+    testing::temp_dir dir;
+    auto s = open_ok(dir.str("db"));
+    ASSERT_NE(s, nullptr);
+    face_record a = make_face("alice", 1);
+    a.content_hash = "abc";
+    face_record b = make_face("alicex", 2);
+    b.content_hash = "abd";
+    put_ok(*s, {a, b});
+    EXPECT_TRUE(s->has_content("alice", "abc"));
+    EXPECT_FALSE(s->has_content("alice", "ab"));
+    EXPECT_FALSE(s->has_content("alice", "abcd"));
+    EXPECT_FALSE(s->has_content("alice", "abd"));
+    std::vector<std::pair<std::string, std::string>> keys = {
+        {"alicex", "abd"}, {"alice", "ab"}, {"alice", "abc"}, {"bob", "abc"}};
+    EXPECT_EQ(s->has_contents(keys),
+              (std::vector<bool>{true, false, true, false}));
+}
+
+TEST(StoreTest, LoadFacesGivesEveryFaceInIdOrder) {
+    testing::temp_dir dir;
+    auto s = open_ok(dir.str("db"));
+    ASSERT_NE(s, nullptr);
+    std::vector<face_record> faces = {make_face("b", 1), make_face("a", 2),
+                                      make_face("b", 3)};
+    auto ids = put_ok(*s, faces);
+    ASSERT_TRUE(s->remove_face(ids[1]).is_ok());
+    std::vector<uint64_t> seen;
+    status st = s->load_faces(
+        [&](uint64_t id, std::string_view person, std::string_view embedding) {
+            size_t i = seen.size() == 0 ? 0 : 2;
+            seen.push_back(id);
+            EXPECT_EQ(person, faces[i].person);
+            ASSERT_EQ(embedding.size(), kDim * sizeof(float));
+            EXPECT_EQ(std::memcmp(embedding.data(), faces[i].embedding.data(),
+                                  embedding.size()),
+                      0);
+        });
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+    EXPECT_EQ(seen, (std::vector<uint64_t>{ids[0], ids[2]}));
+}
+
 TEST(StoreTest, PurgeRemovesDeletedEmbeddingBytesFromEveryFile) {
     testing::temp_dir dir;
     auto s = open_ok(dir.str("db"));
@@ -912,6 +977,36 @@ TEST(CodecTest, FaceMetaRoundTripsAndRejectsTruncatedBytes) {
         EXPECT_FALSE(internal::decode_face_meta(bytes.substr(0, n), back)) << n;
     }
     EXPECT_FALSE(internal::decode_face_meta(bytes + "x", back));
+}
+
+TEST(CodecTest, PersonKeysCarryTheIdAndKeepHashPrefixesApart) {
+    std::string key;
+    internal::append_person_key(key, "ann", "abc", 42);
+    std::string prefix = internal::person_prefix("ann");
+    EXPECT_EQ(internal::id_of_person_key(key, prefix.size()), 42u);
+    EXPECT_TRUE(key.starts_with(internal::person_hash_prefix("ann", "abc")));
+    EXPECT_FALSE(key.starts_with(internal::person_hash_prefix("ann", "ab")));
+    EXPECT_FALSE(internal::id_of_person_key(key + "x", prefix.size()));
+    EXPECT_FALSE(internal::id_of_person_key(key.substr(0, key.size() - 1),
+                                            prefix.size()));
+}
+
+TEST(CodecTest, FaceValueSplitsIntoMetadataAndEmbedding) {
+    face_record f = make_face("Zoë", 7);
+    std::string value;
+    internal::encode_face_value(f, value);
+    std::string_view meta;
+    std::string_view embedding;
+    ASSERT_TRUE(internal::split_face_value(value, kDim, meta, embedding));
+    EXPECT_EQ(meta, internal::encode_face_meta(f));
+    EXPECT_EQ(embedding.size(), kDim * sizeof(float));
+    EXPECT_EQ(
+        std::memcmp(embedding.data(), f.embedding.data(), embedding.size()), 0);
+    std::string_view person;
+    ASSERT_TRUE(internal::decode_face_person(meta, person));
+    EXPECT_EQ(person, "Zoë");
+    EXPECT_FALSE(
+        internal::split_face_value(value.substr(0, 3), kDim, meta, embedding));
 }
 
 TEST(CodecTest, IdKeysSortInIdOrder) {

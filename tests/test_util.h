@@ -1,14 +1,22 @@
 // Helpers shared by the test programs: temporary folders, the LFW data
-// folder and the built CLI. The FACEVEC_TEST_* macros come from
-// facevec_test() in cmake/facevec.cmake.
+// folder, the reference outputs and the built CLI. The FACEVEC_TEST_*
+// macros come from facevec_test() in cmake/facevec.cmake.
 #pragma once
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
+
+#ifdef _OPENMP
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include "common/threading.h"
+#endif
 
 namespace facevec::testing {
 
@@ -66,5 +74,34 @@ inline std::string facevec_bin() {
 inline std::string source_dir() {
     return env_or("FACEVEC_SOURCE_DIR", FACEVEC_TEST_SOURCE_DIR);
 }
+
+// Cosine similarity of two n-float vectors, accumulated in double. NaN
+// when either is all zeros.
+inline double cosine(const float *a, const float *b, int n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < n; ++i) {
+        ab += double{a[i]} * b[i];
+        aa += double{a[i]} * a[i];
+        bb += double{b[i]} * b[i];
+    }
+    return ab / std::sqrt(aa * bb);
+}
+
+#ifdef _OPENMP
+// For test programs that run networks (linked with OpenMP): one compute
+// thread unless FACEVEC_THREADS says otherwise. The suite runs two test
+// programs at once on two cores, and OpenMP teams on an oversubscribed
+// machine wait on each other at every barrier. Register it once per
+// program with ::testing::AddGlobalTestEnvironment.
+class one_compute_thread_environment : public ::testing::Environment {
+  public:
+    void SetUp() override {
+        if (std::getenv(kThreadsEnv) == nullptr) {
+            setenv(kThreadsEnv, "1", /*overwrite=*/0);
+            omp_set_num_threads(1);
+        }
+    }
+};
+#endif
 
 }  // namespace facevec::testing

@@ -2,18 +2,29 @@
 // differences, mining on hand-made distance matrices, optimisers, the
 // feature cache and head files, and end-to-end training on synthetic
 // clustered features (held-out clusters must separate better than with the
-// untrained head).
+// untrained head). With LFW and the face-resnet weights present: a short
+// real run on a small LFW subset, and `train --export-model` (vgg16 and
+// face-resnet backbones) followed by `facevec embed --model FILE`.
+#include <sys/wait.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <random>
+#include <set>
+#include <sstream>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "embed/embedder.h"
+#include "embed/image.h"
+#include "embed/models.h"
 #include "tests/test_util.h"
+#include "train/eval.h"
 #include "train/features.h"
 #include "train/head.h"
 #include "train/optimizer.h"
@@ -29,6 +40,9 @@ void PrintTo(const triplet &t, std::ostream *os) {
 }
 
 namespace {
+
+const auto *const kOneThread = ::testing::AddGlobalTestEnvironment(
+    new facevec::testing::one_compute_thread_environment);
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -151,6 +165,34 @@ TEST(HeadTest, OutputsHaveUnitLength) {
             s += y[i * 5 + j] * y[i * 5 + j];
         EXPECT_NEAR(s, 1.0f, 1e-5f);
     }
+}
+
+TEST(HeadTest, IdentityInitStartsAsTheNormalisedInput) {
+    std::mt19937 gen(kSeed);
+    const size_t n = 3, in = 6, out = 4;
+    std::vector<float> x = gaussian(n * in, gen);
+    auto h =
+        embedding_head::create({in, 0, out, true, head_init::identity}, kSeed);
+    ASSERT_TRUE(h) << h.error().to_string();
+    std::vector<float> y(n * out);
+    h->embed(x.data(), n, y.data());
+    for (size_t i = 0; i < n; ++i) {
+        double norm = 0;
+        for (size_t k = 0; k < out; ++k)
+            norm += x[i * in + k] * x[i * in + k];
+        for (size_t k = 0; k < out; ++k) {
+            EXPECT_NEAR(y[i * out + k], x[i * in + k] / std::sqrt(norm), 1e-6);
+        }
+    }
+
+    auto two =
+        embedding_head::create({in, 5, out, true, head_init::identity}, kSeed);
+    ASSERT_FALSE(two);
+    EXPECT_EQ(two.error().code(), error_code::invalid_argument);
+    EXPECT_THAT(two.error().message(), HasSubstr("identity init needs a "
+                                                 "single layer"));
+    EXPECT_THAT(parse_head_init("eye").error().message(),
+                HasSubstr("'eye' is unknown"));
 }
 
 TEST(HeadTest, SaveLoadRoundTripsTensorsAndMetadata) {
@@ -535,7 +577,7 @@ synthetic_task make_task() {
 
 train_config small_config() {
     train_config c;
-    c.head = {0, 0, 32, true};
+    c.head = {0, 0, 32, true, head_init::random};
     c.persons_per_batch = 10;
     c.images_per_person = 4;
     c.singletons_per_batch = 4;
@@ -681,6 +723,498 @@ TEST(TrainerTest, ValidationPairsAreBalancedAndReproducible) {
     }
     EXPECT_EQ(same, 20u);
     EXPECT_EQ(a->same.size(), 40u);
+}
+
+TEST(TrainerTest, ImpossibleSamplerConfigsAreRefusedBeforeAnyStep) {
+    synthetic s(kSeed);
+    validation_set val;
+    val.set = s.make("val", 4, 3);
+    val.pairs = make_validation_pairs(val.set, 10, kSeed).value();
+    size_t batches = 0;
+    auto count = [&](const batch_event &) { ++batches; };
+
+    train_config k1 = small_config();
+    k1.images_per_person = 1;
+    auto r = train_head(val.set, val, k1, count);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), error_code::invalid_argument);
+    EXPECT_THAT(r.error().message(), HasSubstr("K=1"));
+
+    // One person with several images, single-image people available but
+    // none drawn into a batch (S = 0): never a negative.
+    feature_set one = s.make("one", 1, 5);
+    feature_set singles = s.make("single", 3, 1);
+    one.features.data.insert(one.features.data.end(),
+                             singles.features.data.begin(),
+                             singles.features.data.end());
+    one.features.rows += singles.features.rows;
+    for (int l : singles.label)
+        one.label.push_back(l + 1);
+    one.persons.insert(one.persons.end(), singles.persons.begin(),
+                       singles.persons.end());
+    train_config s0 = small_config();
+    s0.singletons_per_batch = 0;
+    auto r2 = train_head(one, val, s0, count);
+    ASSERT_FALSE(r2);
+    EXPECT_EQ(r2.error().code(), error_code::invalid_argument);
+    EXPECT_THAT(r2.error().message(), HasSubstr("3 available, S=0"));
+    EXPECT_THAT(r2.error().message(), HasSubstr("can ever hold a negative"));
+    EXPECT_EQ(batches, 0u);
+
+    // The same data with single-image negatives in the batches trains.
+    train_config s1 = small_config();
+    s1.epochs = 1;
+    s1.singletons_per_batch = 2;
+    EXPECT_TRUE(train_head(one, val, s1, count));
+    EXPECT_GT(batches, 0u);
+}
+
+TEST(TrainerTest, BatchesWithoutSemiHardTripletsFallBackToBatchHard) {
+    // A margin this thin leaves the semi-hard band (d(a,p), d(a,p) +
+    // margin) empty in practically every batch.
+    synthetic_task t = make_task();
+    train_config c = small_config();
+    c.margin = 1e-9f;
+    c.epochs = 2;
+    size_t fallbacks = 0;
+    size_t with_triplets = 0;
+    auto r = train_head(t.train, t.val, c, [&](const batch_event &e) {
+        fallbacks += e.fallback ? 1 : 0;
+        with_triplets += e.triplets > 0 ? 1 : 0;
+    });
+    ASSERT_TRUE(r) << r.error().to_string();
+    EXPECT_GT(fallbacks, 0u);
+    EXPECT_EQ(with_triplets, 2u * 10u);
+    size_t reported = 0;
+    for (const epoch_record &e : r->epochs) {
+        reported += e.fallback_batches;
+        EXPECT_EQ(e.batches_without_triplets, 0u);
+        EXPECT_GT(e.min_triplets, 0u);
+    }
+    EXPECT_EQ(reported, fallbacks);
+    nlohmann::json rep = report_json(c, r.value());
+    EXPECT_TRUE(rep["epochs"][0].contains("semi_hard_fallback_batches"));
+    EXPECT_TRUE(rep["epochs"][0].contains("min_triplets_per_batch"));
+
+    // Batch-hard mining never falls back.
+    c.mining_kind = mining::batch_hard;
+    fallbacks = 0;
+    auto rb = train_head(t.train, t.val, c, [&](const batch_event &e) {
+        fallbacks += e.fallback ? 1 : 0;
+    });
+    ASSERT_TRUE(rb);
+    EXPECT_EQ(fallbacks, 0u);
+}
+
+TEST(TrainerTest, LfwPairsMapToTheRowsHoldingTheirImages) {
+    auto pairs = parse_lfw_pairs(
+        "2\nAnn\t1\t2\nBob\t2\t1\nAnn\t1\tBob\t2\nCid\t1\tAnn\t2\n",
+        "pairs.txt");
+    ASSERT_TRUE(pairs) << pairs.error().to_string();
+    std::vector<image_ref> rows = {
+        {"Bob", 1}, {"Ann", 2}, {"Cid", 1}, {"Ann", 1}, {"Bob", 2}};
+    auto v = lfw_validation_pairs(pairs.value(), rows, "pairs.txt");
+    ASSERT_TRUE(v) << v.error().to_string();
+    EXPECT_THAT(v->a, ElementsAre(3u, 4u, 3u, 2u));
+    EXPECT_THAT(v->b, ElementsAre(1u, 0u, 4u, 1u));
+    EXPECT_THAT(v->same, ElementsAre(1, 1, 0, 0));
+
+    rows.pop_back();
+    auto missing = lfw_validation_pairs(pairs.value(), rows, "pairs.txt");
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().code(), error_code::invalid_argument);
+    EXPECT_THAT(missing.error().message(),
+                HasSubstr("pairs.txt: pair 2 names Bob image 2"));
+}
+
+// ---------------------------------------------------------------------
+// Real data: LFW and the pretrained backbone.
+
+// People of peopleDevTrain with at least this many images train the
+// short real run, each with this many images.
+constexpr int kRealImagesPerPerson = 4;
+constexpr size_t kRealTrainPeople = 120;
+// Pairs of each kind taken from pairsDevTest (it lists 500 of each).
+constexpr size_t kRealPairsPerKind = 200;
+constexpr int kRealEpochs = 12;
+constexpr size_t kRealDim = 32;
+constexpr size_t kRealBatchesPerEpoch = 30;
+// Least gain in validation accuracy the trained head must show over the
+// untrained one on the subset.
+constexpr double kRealMinGain = 0.02;
+
+// Features of LFW images through `e`, one row per image, in order.
+result<feature_matrix> lfw_features(const embed::embedder &e,
+                                    const std::string &faces,
+                                    const std::vector<image_ref> &refs) {
+    constexpr size_t kChunk = 32;
+    feature_matrix m{refs.size(), static_cast<size_t>(e.dim()), {}};
+    embed::decode_options dopts;
+    dopts.min_side = embed::decode_min_side(e.preprocessing());
+    for (size_t i = 0; i < refs.size(); i += kChunk) {
+        std::vector<embed::image> images;
+        for (size_t j = i; j < std::min(refs.size(), i + kChunk); ++j) {
+            auto img = embed::decode_file(faces + "/" + lfw_image_path(refs[j]),
+                                          dopts);
+            if (!img)
+                return img.error();
+            images.push_back(std::move(img.value()));
+        }
+        auto f = e.embed(images);
+        if (!f)
+            return f.error();
+        m.data.insert(m.data.end(), f->begin(), f->end());
+    }
+    return m;
+}
+
+result<feature_set> lfw_feature_set(const embed::embedder &e,
+                                    const std::string &faces,
+                                    const std::vector<image_ref> &refs) {
+    auto m = lfw_features(e, faces, refs);
+    if (!m)
+        return m.error();
+    std::vector<std::string> names;
+    for (const image_ref &r : refs)
+        names.push_back(r.person);
+    return make_feature_set(std::move(m.value()), names);
+}
+
+// The face-resnet embedder, or the reason the real-data tests skip.
+result<std::unique_ptr<embed::embedder>> load_face_resnet() {
+    embed::embedder_options o;
+    o.align = "center";
+    return embed::embedder::load(embed::kFaceResnet, o);
+}
+
+TEST(TrainerRealTest, ShortRunOnAnLfwSubsetBeatsTheUntrainedHead) {
+    const std::string faces = testing::faces_dir();
+    if (faces.empty())
+        GTEST_SKIP() << "LFW not found (set FACEVEC_FACES)";
+    auto e = load_face_resnet();
+    if (!e) {
+        GTEST_SKIP() << "face-resnet weights absent (tools/fetch_models.sh): "
+                     << e.error().to_string();
+    }
+
+    // Training: the first people of peopleDevTrain with enough images.
+    auto people = parse_people_file(faces + "/peopleDevTrain.txt");
+    ASSERT_TRUE(people) << people.error().to_string();
+    std::vector<image_ref> train_refs;
+    size_t taken = 0;
+    for (const person_count &p : *people) {
+        if (p.images < kRealImagesPerPerson || taken == kRealTrainPeople)
+            continue;
+        ++taken;
+        for (int n = 1; n <= kRealImagesPerPerson; ++n)
+            train_refs.push_back({p.person, n});
+    }
+
+    // Validation: the first pairs of each kind of pairsDevTest, people the
+    // head never sees.
+    auto all = parse_lfw_pairs_file(faces + "/pairsDevTest.txt");
+    ASSERT_TRUE(all) << all.error().to_string();
+    lfw_pairs subset;
+    std::set<std::pair<std::string, int>> seen;
+    std::vector<image_ref> val_refs;
+    size_t same = 0, different = 0;
+    for (const lfw_pair &p : all->pairs) {
+        size_t &count = p.same ? same : different;
+        if (count == kRealPairsPerKind)
+            continue;
+        ++count;
+        subset.pairs.push_back(p);
+        for (const image_ref &r : {p.a, p.b}) {
+            if (seen.insert({r.person, r.number}).second)
+                val_refs.push_back(r);
+        }
+    }
+
+    auto train_set = lfw_feature_set(**e, faces, train_refs);
+    ASSERT_TRUE(train_set) << train_set.error().to_string();
+    validation_set val;
+    auto val_set = lfw_feature_set(**e, faces, val_refs);
+    ASSERT_TRUE(val_set) << val_set.error().to_string();
+    val.set = std::move(val_set.value());
+    auto pairs = lfw_validation_pairs(subset, val_refs, "pairsDevTest.txt");
+    ASSERT_TRUE(pairs) << pairs.error().to_string();
+    val.pairs = std::move(pairs.value());
+
+    train_config c;
+    // A 32-D head: a random projection to it loses much of the backbone's
+    // 128-D separation, which training must win back.
+    c.head = {0, 0, kRealDim, true, head_init::random};
+    c.persons_per_batch = 16;
+    c.images_per_person = kRealImagesPerPerson;
+    c.epochs = kRealEpochs;
+    c.batches_per_epoch = kRealBatchesPerEpoch;
+    c.patience = 0;
+    c.seed = kSeed;
+    auto r = train_head(train_set.value(), val, c);
+    ASSERT_TRUE(r) << r.error().to_string();
+    const validation_metrics &best = r->epochs[r->best_epoch - 1].validation;
+    RecordProperty("untrained_accuracy", std::to_string(r->untrained.accuracy));
+    RecordProperty("trained_accuracy", std::to_string(best.accuracy));
+    ASSERT_GT(r->best_epoch, 0);
+    EXPECT_GT(best.accuracy, r->untrained.accuracy + kRealMinGain)
+        << "untrained " << r->untrained.accuracy;
+    EXPECT_GT(best.auc, r->untrained.auc) << "untrained " << r->untrained.auc;
+}
+
+TEST(ExportedHeadParamsTest, FaceResnetWithoutParamsIsThePlainNetwork) {
+    auto plain = embed::describe_model(embed::kFaceResnet, {});
+    ASSERT_TRUE(plain) << plain.error().to_string();
+    const embed::network_desc reference = embed::face_resnet_network();
+    ASSERT_EQ(plain->net.layers.size(), reference.layers.size());
+    EXPECT_EQ(plain->net.layers.back().name, "fc");
+    EXPECT_FALSE(plain->net.l2_normalize);
+    EXPECT_TRUE(embed::face_resnet_params{}.to_json().empty());
+}
+
+TEST(ExportedHeadParamsTest, FaceResnetHeadFollowsThe128DOutput) {
+    embed::face_resnet_params p;
+    p.dim = 8;
+    p.hidden = 16;
+    auto m = embed::describe_model(embed::kFaceResnet, p.to_json());
+    ASSERT_TRUE(m) << m.error().to_string();
+    EXPECT_TRUE(m->net.l2_normalize);
+    auto shapes = embed::infer_shapes(m->net);
+    ASSERT_TRUE(shapes) << shapes.error().to_string();
+    EXPECT_EQ(shapes->at(embed::kHeadFc2).channels, 8);
+    auto specs = embed::required_weights(m->net);
+    ASSERT_TRUE(specs);
+    bool fc1 = false;
+    for (const embed::weight_spec &w : *specs) {
+        if (w.name == std::string(embed::kHeadFc1) + "/weight") {
+            fc1 = true;
+            EXPECT_THAT(w.shape, ElementsAre(16, 128));
+        }
+    }
+    EXPECT_TRUE(fc1);
+
+    p.hidden = 0;
+    auto one = embed::describe_model(embed::kFaceResnet, p.to_json());
+    ASSERT_TRUE(one);
+    EXPECT_EQ(one->net.layers.size(),
+              embed::face_resnet_network().layers.size() + 1);
+}
+
+TEST(ExportedHeadParamsTest, BadFaceResnetHeadParamsNameTheKey) {
+    auto text = embed::parse_face_resnet_params({{"dim", "eight"}});
+    ASSERT_FALSE(text);
+    EXPECT_EQ(text.error().code(), error_code::invalid_argument);
+    EXPECT_THAT(text.error().message(),
+                HasSubstr("face-resnet parameter dim: \"eight\""));
+    auto zero = embed::parse_face_resnet_params({{"dim", 0}});
+    ASSERT_FALSE(zero);
+    EXPECT_THAT(zero.error().message(), HasSubstr("1..65536"));
+    auto negative =
+        embed::parse_face_resnet_params({{"dim", 8}, {"hidden", -1}});
+    ASSERT_FALSE(negative);
+    EXPECT_THAT(negative.error().message(), HasSubstr("parameter hidden"));
+    auto alone = embed::parse_face_resnet_params({{"hidden", 16}});
+    ASSERT_FALSE(alone);
+    EXPECT_EQ(alone.error().code(), error_code::invalid_argument);
+    EXPECT_THAT(alone.error().message(), HasSubstr("without dim"));
+    auto described = embed::describe_model(embed::kFaceResnet, {{"dim", -3}});
+    ASSERT_FALSE(described);
+    EXPECT_THAT(described.error().message(), HasSubstr("parameter dim"));
+}
+
+struct cli_run {
+    int code = -1;
+    std::string err;
+};
+
+cli_run run_cli(const std::vector<std::string> &args,
+                const testing::temp_dir &dir) {
+    std::string cmd = testing::facevec_bin();
+    for (const std::string &a : args)
+        cmd += " '" + a + "'";
+    const std::string out = dir.str("cli.out"), err = dir.str("cli.err");
+    cmd += " >'" + out + "' 2>'" + err + "'";
+    const int rc = std::system(cmd.c_str());
+    cli_run r;
+    r.code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    std::ifstream in(err);
+    std::stringstream ss;
+    ss << in.rdbuf() << std::ifstream(out).rdbuf();
+    r.err = ss.str();
+    return r;
+}
+
+TEST(TrainerRealTest, ExportedModelEmbedsThroughTheTrainedHead) {
+    const std::string faces = testing::faces_dir();
+    if (faces.empty())
+        GTEST_SKIP() << "LFW not found (set FACEVEC_FACES)";
+    // VGG16 at its smallest input keeps the backbone cheap; its seeded
+    // random base weights make no difference to the plumbing checked.
+    constexpr int kInput = 32;
+    constexpr int kDim = 8;
+    testing::temp_dir dir;
+    std::ofstream(dir.str("train.txt"))
+        << "George_W_Bush\t4\nColin_Powell\t4\nTony_Blair\t4\n"
+           "Donald_Rumsfeld\t4\n";
+    std::ofstream(dir.str("val.txt"))
+        << "Ariel_Sharon\t3\nHugo_Chavez\t3\nJacques_Chirac\t3\n";
+    cli_run r = run_cli({"train",
+                         "--faces",
+                         faces,
+                         "--people-train",
+                         dir.str("train.txt"),
+                         "--people-val",
+                         dir.str("val.txt"),
+                         "--backbone",
+                         "vgg16",
+                         "--input-size",
+                         std::to_string(kInput),
+                         "--dim",
+                         std::to_string(kDim),
+                         "--hidden",
+                         "0",
+                         "--epochs",
+                         "2",
+                         "--persons-per-batch",
+                         "3",
+                         "--images-per-person",
+                         "2",
+                         "--validation-pairs",
+                         "6",
+                         "--out",
+                         dir.str("head.fvh"),
+                         "--export-model",
+                         dir.str("model.fvw")},
+                        dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("sampling 6 genuine"));
+
+    // The CLI's embedding of a photo the head never saw.
+    const std::string photo = faces + "/" + lfw_image_path({"Ariel_Sharon", 4});
+    cli_run emb = run_cli({"embed", "--model", dir.str("model.fvw"), "--align",
+                           "center", "--out", dir.str("e.npy"), photo},
+                          dir);
+    ASSERT_EQ(emb.code, 0) << emb.err;
+    auto cli_vec = read_npy(dir.str("e.npy"));
+    ASSERT_TRUE(cli_vec) << cli_vec.error().to_string();
+    ASSERT_EQ(cli_vec->rows, 1u);
+    EXPECT_EQ(cli_vec->cols, static_cast<size_t>(kDim));
+
+    // Backbone features through the saved head give the same vector.
+    embed::embedder_options fo;
+    fo.align = "center";
+    fo.input_size = kInput;
+    fo.output = embed::kVgg16Features;
+    auto backbone = embed::embedder::load(embed::kVgg16, fo);
+    ASSERT_TRUE(backbone) << backbone.error().to_string();
+    embed::decode_options dopts;
+    dopts.min_side = embed::decode_min_side((*backbone)->preprocessing());
+    auto img = embed::decode_file(photo, dopts);
+    ASSERT_TRUE(img);
+    auto features = (*backbone)->embed_one(img.value());
+    ASSERT_TRUE(features);
+    auto head = load_head(dir.str("head.fvh"));
+    ASSERT_TRUE(head) << head.error().to_string();
+    std::vector<float> expected(kDim);
+    head->head.embed(features->data(), 1, expected.data());
+    for (int i = 0; i < kDim; ++i)
+        EXPECT_NEAR(cli_vec->data[i], expected[i], 1e-4) << i;
+
+    // A new model: its fingerprint differs from the untrained vgg16's.
+    embed::embedder_options mo;
+    mo.align = "center";
+    auto model = embed::embedder::load(dir.str("model.fvw"), mo);
+    ASSERT_TRUE(model) << model.error().to_string();
+    mo.input_size = kInput;
+    auto untrained = embed::embedder::load(embed::kVgg16, mo);
+    ASSERT_TRUE(untrained);
+    EXPECT_EQ((*model)->dim(), kDim);
+    EXPECT_EQ((*model)->input_size(), kInput);
+    EXPECT_NE((*model)->fingerprint(), (*untrained)->fingerprint());
+}
+
+TEST(TrainerRealTest, ExportedFaceResnetModelEmbedsThroughTheTrainedHead) {
+    const std::string faces = testing::faces_dir();
+    if (faces.empty())
+        GTEST_SKIP() << "LFW not found (set FACEVEC_FACES)";
+    auto plain = load_face_resnet();
+    if (!plain) {
+        GTEST_SKIP() << "face-resnet weights absent (tools/fetch_models.sh): "
+                     << plain.error().to_string();
+    }
+    // Two layers, so the head's hidden ReLU layer is exported too.
+    constexpr int kDim = 8;
+    constexpr int kHidden = 16;
+    testing::temp_dir dir;
+    std::ofstream(dir.str("train.txt"))
+        << "George_W_Bush\t4\nColin_Powell\t4\nTony_Blair\t4\n";
+    std::ofstream(dir.str("val.txt")) << "Ariel_Sharon\t3\nHugo_Chavez\t3\n";
+    cli_run r = run_cli({"train",
+                         "--faces",
+                         faces,
+                         "--people-train",
+                         dir.str("train.txt"),
+                         "--people-val",
+                         dir.str("val.txt"),
+                         "--backbone",
+                         "face-resnet",
+                         "--dim",
+                         std::to_string(kDim),
+                         "--hidden",
+                         std::to_string(kHidden),
+                         "--epochs",
+                         "2",
+                         "--persons-per-batch",
+                         "3",
+                         "--images-per-person",
+                         "2",
+                         "--validation-pairs",
+                         "4",
+                         "--out",
+                         dir.str("head.fvh"),
+                         "--export-model",
+                         dir.str("model.fvw")},
+                        dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+
+    // The CLI's embedding of a photo the head never saw, aligned as the
+    // training features were (train's default, center).
+    const std::string photo = faces + "/" + lfw_image_path({"Ariel_Sharon", 4});
+    cli_run emb = run_cli({"embed", "--model", dir.str("model.fvw"), "--align",
+                           "center", "--out", dir.str("e.npy"), photo},
+                          dir);
+    ASSERT_EQ(emb.code, 0) << emb.err;
+    auto cli_vec = read_npy(dir.str("e.npy"));
+    ASSERT_TRUE(cli_vec) << cli_vec.error().to_string();
+    ASSERT_EQ(cli_vec->rows, 1u);
+    ASSERT_EQ(cli_vec->cols, static_cast<size_t>(kDim));
+
+    // The plain backbone's 128-D output through the saved head gives the
+    // same vector.
+    embed::decode_options dopts;
+    dopts.min_side = embed::decode_min_side((*plain)->preprocessing());
+    auto img = embed::decode_file(photo, dopts);
+    ASSERT_TRUE(img);
+    auto features = (*plain)->embed_one(img.value());
+    ASSERT_TRUE(features) << features.error().to_string();
+    auto head = load_head(dir.str("head.fvh"));
+    ASSERT_TRUE(head) << head.error().to_string();
+    EXPECT_EQ(head->head.config().hidden_dim, static_cast<size_t>(kHidden));
+    std::vector<float> expected(kDim);
+    head->head.embed(features->data(), 1, expected.data());
+    for (int i = 0; i < kDim; ++i)
+        EXPECT_NEAR(cli_vec->data[i], expected[i], 1e-4) << i;
+
+    // A new model: normalised, its own dim and fingerprint.
+    embed::embedder_options mo;
+    mo.align = "center";
+    auto model = embed::embedder::load(dir.str("model.fvw"), mo);
+    ASSERT_TRUE(model) << model.error().to_string();
+    EXPECT_EQ((*model)->architecture(), embed::kFaceResnet);
+    EXPECT_EQ((*model)->dim(), kDim);
+    EXPECT_TRUE((*model)->normalized());
+    EXPECT_EQ((*plain)->dim(), 128);
+    EXPECT_FALSE((*plain)->normalized());
+    EXPECT_NE((*model)->fingerprint(), (*plain)->fingerprint());
 }
 
 }  // namespace

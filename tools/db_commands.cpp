@@ -2,12 +2,14 @@
 // stats, export and purge. Each opens the database with the engine, does
 // one job and exits; errors are one "facevec: ..." line on stderr.
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,6 +21,7 @@
 #include "api/json.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/csv.h"
 #include "tools/vector_io.h"
 
 namespace facevec::cli {
@@ -103,6 +106,7 @@ void add_create(CLI::App &app) {
 struct import_options {
     std::string db;
     std::string vectors;
+    std::string manifest;
     std::string labels;
     std::string source;
     bool normalize = false;
@@ -286,19 +290,326 @@ void run_import(const import_options &o) {
         set_exit_code(kExitSomeRejected);
 }
 
+// ---- import from a CSV manifest ----
+
+// The manifest's columns (see add_import's help and the README).
+enum manifest_column : size_t {
+    path_column,
+    person_column,
+    row_column,
+    source_column
+};
+const std::vector<std::string> kManifestColumns = {"path", "person", "row",
+                                                   "source"};
+// Vector files a manifest import keeps open at once.
+constexpr size_t kMaxOpenVectorFiles = 16;
+
+// The vector files a manifest names, opened on first use; the least
+// recently used is closed when more than kMaxOpenVectorFiles are open.
+class vector_files {
+  public:
+    result<vector_reader *> get(const std::string &path) {
+        for (auto it = open_.begin(); it != open_.end(); ++it) {
+            if (it->first == path) {
+                open_.splice(open_.begin(), open_, it);
+                return open_.front().second.get();
+            }
+        }
+        auto reader = vector_reader::open(path);
+        if (!reader)
+            return reader.error();
+        open_.emplace_front(path, std::move(reader).value());
+        if (open_.size() > kMaxOpenVectorFiles)
+            open_.pop_back();
+        return open_.front().second.get();
+    }
+
+  private:
+    std::list<std::pair<std::string, std::unique_ptr<vector_reader>>> open_;
+};
+
+// Streams a manifest's vectors as enroll items. A row that cannot be
+// used (wrong number of fields, bad row number, unreadable vector file)
+// is an error naming the manifest line; the stream goes on after it.
+class manifest_source {
+  public:
+    static result<std::unique_ptr<manifest_source>> open(
+        const std::string &path) {
+        auto m = manifest_reader::open(path, kManifestColumns,
+                                       {"path", "person"}, {"path", "person"});
+        if (!m)
+            return m.error();
+        auto s = std::make_unique<manifest_source>();
+        s->manifest_ = std::move(m).value();
+        return s;
+    }
+
+    // Appends up to max items (and where each came from) and the errors
+    // of the rows met on the way; 0 items and no error at the end.
+    // Errors returned (not appended) end the import: a CSV syntax error
+    // or a failed read.
+    result<size_t> read(size_t max, std::vector<enroll_item> &items,
+                        std::vector<std::string> &where,
+                        std::vector<std::string> &errors) {
+        size_t added = 0;
+        while (added < max) {
+            if (reader_ == nullptr) {
+                auto more = next_row(errors);
+                if (!more)
+                    return more.error();
+                if (!*more)
+                    break;
+                continue;
+            }
+            if (next_ == end_) {
+                reader_ = nullptr;
+                continue;
+            }
+            FACEVEC_RETURN_IF_ERROR(read_vector(items, where));
+            ++added;
+        }
+        return added;
+    }
+
+  private:
+    // Reads manifest records until one gives vectors (sets reader_ and
+    // the rows to read); false at the end of the manifest.
+    result<bool> next_row(std::vector<std::string> &errors) {
+        for (;;) {
+            auto got = manifest_->next(values_);
+            if (!got) {
+                if (got.error().code() != error_code::invalid_argument)
+                    return got.error();
+                errors.push_back(got.error().message());
+                continue;
+            }
+            if (!*got)
+                return false;
+            status st = start_row();
+            if (st)
+                return true;
+            errors.push_back(manifest_->where() + ": " + st.message());
+        }
+    }
+
+    status start_row() {
+        const std::string &file = values_[path_column];
+        if (file.empty())
+            return invalid_argument("empty path");
+        auto reader = files_.get(manifest_->resolve(file));
+        if (!reader)
+            return reader.error();
+        vector_reader &r = **reader;
+        next_ = 0;
+        end_ = r.rows();
+        const std::string &row = values_[row_column];
+        if (!row.empty()) {
+            uint64_t n = 0;
+            auto [end, ec] =
+                std::from_chars(row.data(), row.data() + row.size(), n);
+            if (ec != std::errc() || end != row.data() + row.size()) {
+                return invalid_argument("row '" + row +
+                                        "' is not a row number (0, 1, ...)");
+            }
+            if (n >= r.rows()) {
+                return invalid_argument("row " + row +
+                                        " is out of range: " + file + " has " +
+                                        std::to_string(r.rows()) + " rows");
+            }
+            next_ = n;
+            end_ = n + 1;
+        }
+        FACEVEC_RETURN_IF_ERROR(r.seek(next_));
+        reader_ = &r;
+        return status::ok();
+    }
+
+    status read_vector(std::vector<enroll_item> &items,
+                       std::vector<std::string> &where) {
+        // Another row may have moved the shared reader since.
+        if (reader_->next_row() != next_)
+            FACEVEC_RETURN_IF_ERROR(reader_->seek(next_));
+        auto n = reader_->read(1, row_);
+        if (!n)
+            return n.error().with_context(manifest_->where());
+        enroll_item item;
+        item.person = values_[person_column];
+        item.embedding = row_;
+        item.source = values_[source_column].empty()
+                          ? values_[path_column] + "#" + std::to_string(next_)
+                          : values_[source_column];
+        item.content_hash = content_hash(row_.data(), row_.size());
+        items.push_back(std::move(item));
+        where.push_back(manifest_->where() +
+                        (values_[row_column].empty()
+                             ? " (row " + std::to_string(next_) + ")"
+                             : ""));
+        ++next_;
+        return status::ok();
+    }
+
+    std::unique_ptr<manifest_reader> manifest_;
+    vector_files files_;
+    std::vector<std::string> values_;
+    vector_reader *reader_ = nullptr;  // the current row's file
+    uint64_t next_ = 0;
+    uint64_t end_ = 0;
+    std::vector<float> row_;
+};
+
+// Prints the per-row errors of a manifest read; counts them as rejected.
+void report_row_errors(const std::vector<std::string> &errors,
+                       import_totals &totals) {
+    for (const std::string &e : errors)
+        std::fprintf(stderr, "facevec: %s\n", e.c_str());
+    totals.rejected += errors.size();
+}
+
+// With --strict: every row of the manifest is read and checked before
+// anything is written; the first bad one fails the import.
+status check_manifest(const import_options &o, const engine &e) {
+    auto source = manifest_source::open(o.manifest);
+    if (!source)
+        return source.error();
+    std::vector<enroll_item> items;
+    std::vector<std::string> where;
+    std::vector<std::string> errors;
+    for (;;) {
+        items.clear();
+        where.clear();
+        auto n = (*source)->read(o.batch, items, where, errors);
+        if (!n)
+            return n.error();
+        if (!errors.empty()) {
+            return invalid_argument(errors.front() +
+                                    ": --strict, nothing imported");
+        }
+        if (*n == 0)
+            return status::ok();
+        for (size_t i = 0; i < items.size(); ++i) {
+            status st = e.validate(items[i], i);
+            if (!st) {
+                return st.with_context(where[i] +
+                                       ": --strict, nothing imported");
+            }
+        }
+    }
+}
+
+void run_import_manifest(const import_options &o) {
+    auto source = manifest_source::open(o.manifest);
+    if (!source)
+        return fail(source.error());
+
+    // The first batch is read before the database is opened: a new
+    // database takes its dim from the first vector.
+    std::vector<enroll_item> items;
+    std::vector<std::string> where;
+    std::vector<std::string> errors;
+    auto n = (*source)->read(o.batch, items, where, errors);
+    if (!n)
+        return fail(n.error());
+    bool created = !fs::exists(o.db);
+    import_totals totals;
+    if (items.empty() && created) {
+        report_row_errors(errors, totals);
+        return fail("no vector could be read from " + o.manifest +
+                    ", so database " + o.db + " was not created");
+    }
+    auto e = open_for_import(
+        o, items.empty() ? 0 : uint32_t(items.front().embedding.size()));
+    if (!e)
+        return fail(e.error());
+    if (o.strict) {
+        status st = check_manifest(o, **e);
+        if (!st) {
+            e->reset();
+            if (created)
+                fs::remove_all(o.db);
+            return fail(st);
+        }
+    }
+
+    // Stream: one batch in memory at a time, each one atomic write.
+    auto start = std::chrono::steady_clock::now();
+    progress bar("import", 0);
+    uint64_t read_rows = 0;
+    for (uint64_t batch_no = 0; !items.empty() || !errors.empty(); ++batch_no) {
+        report_row_errors(errors, totals);
+        if (!items.empty()) {
+            auto report = (*e)->enroll(items, o.strict);
+            if (!report) {
+                return fail(report.error().with_context(where.front() + " .. " +
+                                                        where.back()));
+            }
+            for (const item_error &err : report->errors) {
+                std::fprintf(stderr, "facevec: %s: %s\n",
+                             where[err.item].c_str(),
+                             err.error.message().c_str());
+            }
+            totals.enrolled += report->enrolled.size();
+            totals.skipped += report->skipped.size();
+            totals.rejected += report->errors.size();
+            if (o.report_commits) {
+                std::printf("committed batch %llu rows %llu %zu enrolled %zu\n",
+                            static_cast<unsigned long long>(batch_no),
+                            static_cast<unsigned long long>(read_rows),
+                            items.size(), report->enrolled.size());
+                std::fflush(stdout);
+            }
+            read_rows += items.size();
+            bar.advance(items.size());
+        }
+        items.clear();
+        where.clear();
+        errors.clear();
+        n = (*source)->read(o.batch, items, where, errors);
+        if (!n)
+            return fail(n.error());
+    }
+    bar.finish();
+
+    double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    std::printf(
+        "imported %s into %s%s: %llu enrolled, %llu skipped "
+        "(already enrolled), %llu rejected; %.0f vectors/s\n",
+        o.manifest.c_str(), o.db.c_str(), created ? " (created)" : "",
+        static_cast<unsigned long long>(totals.enrolled),
+        static_cast<unsigned long long>(totals.skipped),
+        static_cast<unsigned long long>(totals.rejected),
+        secs > 0 ? read_rows / secs : 0.0);
+    if (totals.rejected > 0)
+        set_exit_code(kExitSomeRejected);
+}
+
 void add_import(CLI::App &app) {
     auto o = std::make_shared<import_options>();
     CLI::App *c = app.add_subcommand(
         "import",
-        "Enroll vectors from a .npy (float32, n x d) or .fvecs file, batch "
-        "by batch; creates the database when missing");
+        "Enroll vectors from a .npy (float32, n x d) or .fvecs file and a "
+        "labels file, or from a CSV manifest, batch by batch; creates the "
+        "database when missing");
     c->add_option("--db", o->db, "Database directory")->required();
-    c->add_option("--vectors", o->vectors, ".npy or .fvecs file")->required();
+    auto *vectors =
+        c->add_option("--vectors", o->vectors, ".npy or .fvecs file");
+    auto *manifest = c->add_option(
+        "--manifest", o->manifest,
+        "CSV manifest instead of --vectors (RFC 4180 quoting, UTF-8). Its "
+        "header names the columns, in any order: path (a .npy or .fvecs "
+        "file, relative to the manifest's folder), person, and optionally "
+        "row (0-based; empty or absent: every row of the file) and source "
+        "(default PATH#row). Without a header the columns are path,person. "
+        "A row that cannot be used is reported with its line and skipped");
+    vectors->excludes(manifest);
     c->add_option("--labels", o->labels,
                   "One person per line, as many lines as vectors "
-                  "(default: VECTORS without extension + .labels.txt)");
+                  "(default: VECTORS without extension + .labels.txt)")
+        ->excludes(manifest);
     c->add_option("--source", o->source,
-                  "Source recorded for every face (default FILE#row)");
+                  "Source recorded for every face (default FILE#row)")
+        ->excludes(manifest);
     c->add_flag("--normalize", o->normalize,
                 "Create the database as L2-normalised (vectors are "
                 "normalised on enroll and query)");
@@ -310,7 +621,18 @@ void add_import(CLI::App &app) {
     c->add_flag("--report-commits", o->report_commits,
                 "Print a line per committed batch")
         ->group("");
-    c->callback([o] { run([&] { run_import(*o); }); });
+    c->callback([o] {
+        run([&] {
+            if (o->vectors.empty() == o->manifest.empty()) {
+                return fail(
+                    "import: give either --vectors FILE or "
+                    "--manifest CSV");
+            }
+            if (!o->manifest.empty())
+                return run_import_manifest(*o);
+            run_import(*o);
+        });
+    });
 }
 
 // ---- query ----

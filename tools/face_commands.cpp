@@ -22,6 +22,7 @@
 #include "api/json.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/csv.h"
 #include "train/eval.h"
 #include "train/plot.h"
 
@@ -85,33 +86,28 @@ result<std::vector<labelled_file>> list_person_folders(const std::string &dir) {
     return out;
 }
 
-// A CSV manifest of "path,person" lines; a first line "path,person" is a
-// header. Relative paths are relative to the manifest's folder. The
-// person is everything after the first comma, so labels may hold commas.
+// A CSV manifest (tools/csv.h: RFC 4180 quoting) with the columns path
+// and person, named by an optional header. Relative paths are relative
+// to the manifest's folder. Labels holding commas are quoted.
 result<std::vector<labelled_file>> read_manifest(const std::string &file) {
-    std::ifstream in(file);
-    if (!in)
-        return not_found(file + ": cannot open manifest");
-    fs::path base = fs::path(file).parent_path();
+    auto m = manifest_reader::open(file, {"path", "person"}, {"path", "person"},
+                                   {"path", "person"});
+    if (!m)
+        return m.error();
     std::vector<labelled_file> out;
-    std::string line;
-    for (size_t n = 1; std::getline(in, line); ++n) {
-        if (!line.empty() && line.back() == '\r')
-            line.pop_back();
-        if (line.empty() || (n == 1 && line == "path,person"))
-            continue;
-        size_t comma = line.find(',');
-        if (comma == std::string::npos || comma == 0 ||
-            comma + 1 == line.size()) {
-            return invalid_argument(file + " line " + std::to_string(n) +
-                                    ": expected 'path,person'");
+    std::vector<std::string> values;
+    for (;;) {
+        auto got = (*m)->next(values);
+        if (!got)
+            return got.error();
+        if (!*got)
+            return out;
+        if (values[0].empty() || values[1].empty()) {
+            return invalid_argument((*m)->where() +
+                                    ": expected a path and a person");
         }
-        fs::path p = line.substr(0, comma);
-        if (p.is_relative())
-            p = base / p;
-        out.push_back({p.string(), line.substr(comma + 1)});
+        out.push_back({(*m)->resolve(values[0]), values[1]});
     }
-    return out;
 }
 
 result<std::vector<labelled_file>> list_enroll_input(const std::string &in) {
@@ -182,46 +178,25 @@ void add_model_options(CLI::App *c, model_options *m, bool with_faces) {
 result<face_pipeline_options> pipeline_options(const model_options &m,
                                                const std::string &db_fp) {
     face_pipeline_options o;
-    o.model = m.model;
-    std::string align = m.align;
-    o.mirror = m.mirror;
-    o.prec =
-        m.precision == "bf16" ? embed::precision::bf16 : embed::precision::f32;
     if (!db_fp.empty()) {
-        // The database's fingerprint fixes the model's settings:
-        // "<arch>-<precision>-<align>-<hex>[-mirror]".
-        std::string fp = db_fp;
-        const std::string suffix = "-mirror";
-        if (fp.ends_with(suffix)) {
-            o.mirror = true;
-            fp.resize(fp.size() - suffix.size());
-        }
-        std::vector<std::string> parts;
-        size_t start = 0;
-        for (size_t i = 0; i <= fp.size(); ++i) {
-            if (i == fp.size() || fp[i] == '-') {
-                parts.push_back(fp.substr(start, i - start));
-                start = i + 1;
-            }
-        }
-        if (parts.size() >= 4) {
-            const size_t n = parts.size();
-            std::string arch = parts[0];
-            for (size_t i = 1; i + 3 < n; ++i)
-                arch += "-" + parts[i];
-            if (o.model.empty())
-                o.model = arch;
-            o.prec = parts[n - 3] == "bf16" ? embed::precision::bf16
-                                            : embed::precision::f32;
-            align = parts[n - 2];
-        }
+        // The database's fingerprint fixes the model's settings.
+        auto from_db = options_for_fingerprint(db_fp);
+        if (!from_db)
+            return from_db.error();
+        o = *from_db;
+        if (!m.model.empty())
+            o.model = m.model;
+        o.mirror = o.mirror || m.mirror;
+    } else {
+        o.model = m.model.empty() ? "face-resnet" : m.model;
+        o.prec = m.precision == "bf16" ? embed::precision::bf16
+                                       : embed::precision::f32;
+        auto mode = embed::parse_align_mode(m.align);
+        if (!mode)
+            return mode.error();
+        o.align = *mode;
+        o.mirror = m.mirror;
     }
-    if (o.model.empty())
-        o.model = "face-resnet";
-    auto mode = embed::parse_align_mode(align);
-    if (!mode)
-        return mode.error();
-    o.align = *mode;
     o.center_fallback = m.center_fallback;
     o.batch = m.batch;
     return o;

@@ -4,13 +4,19 @@
 // Features come either from .npy files with one person name per row
 // (--features-train/--labels-train, --features-val/--labels-val), or from
 // LFW-style face folders (--faces, --people-train, --people-val), embedded
-// once by the chosen backbone and cached on disk beside --out.
+// once by the chosen backbone and cached on disk beside --out. Validation
+// pairs come from an LFW pairs file (--pairs-val, by default the pairs
+// file that goes with --people-val, e.g. pairsDevTest.txt beside
+// peopleDevTest.txt); without one they are sampled from the validation
+// people, and the command says so.
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -36,13 +42,16 @@ constexpr size_t kDefaultValidationPairs = 3000;
 
 struct train_options {
     std::string features_train, labels_train, features_val, labels_val;
-    std::string faces, people_train, people_val;
+    std::string faces, people_train, people_val, pairs_val;
     std::string backbone = embed::kVgg16;
     std::string align = "center";
+    std::string precision = "f32";
+    int input_size = 0;
     std::string out, report, plot, export_model;
     std::string mining_name = "semi-hard";
     std::string optimizer_name = "adam";
     std::string schedule = "cosine";
+    std::string init_name = "random";
     size_t validation_pairs = kDefaultValidationPairs;
     train::train_config config;
 };
@@ -52,7 +61,33 @@ struct train_options {
 struct image_list {
     std::vector<std::string> paths;
     std::vector<std::string> persons;
+    std::vector<train::image_ref> refs;
 };
+
+// `file` as given when it exists, else the file of that name in the faces
+// folder (LFW keeps its lists there), else as given (the caller reports
+// it missing).
+std::string resolve_data_file(const std::string &faces,
+                              const std::string &file) {
+    if (file.empty() || fs::exists(file))
+        return file;
+    const fs::path in_faces = fs::path(faces) / file;
+    return fs::exists(in_faces) ? in_faces.string() : file;
+}
+
+// The LFW pairs file that goes with a people list: the same name with
+// "people" replaced by "pairs" in the same folder (peopleDevTest.txt ->
+// pairsDevTest.txt), or "" when there is none.
+std::string sibling_pairs_file(const std::string &people) {
+    constexpr std::string_view kPeople = "people";
+    const fs::path p(people);
+    const std::string name = p.filename().string();
+    if (!name.starts_with(kPeople))
+        return "";
+    const fs::path pairs =
+        p.parent_path() / ("pairs" + name.substr(kPeople.size()));
+    return fs::exists(pairs) ? pairs.string() : "";
+}
 
 result<image_list> list_people_images(const std::string &faces,
                                       const std::string &people_file) {
@@ -66,6 +101,7 @@ result<image_list> list_people_images(const std::string &faces,
                 (fs::path(faces) / train::lfw_image_path({p.person, n}))
                     .string());
             out.persons.push_back(p.person);
+            out.refs.push_back({p.person, n});
         }
     }
     return out;
@@ -76,6 +112,11 @@ result<image_list> list_people_images(const std::string &faces,
 result<std::unique_ptr<embed::embedder>> load_backbone(const train_options &o) {
     embed::embedder_options eo;
     eo.align = o.align;
+    eo.input_size = o.input_size;
+    auto prec = embed::parse_precision(o.precision);
+    if (!prec)
+        return prec.error();
+    eo.prec = prec.value();
     if (o.backbone == embed::kVgg16) {
         eo.output = embed::kVgg16Features;
     } else if (o.backbone != embed::kFaceResnet) {
@@ -91,28 +132,40 @@ result<std::unique_ptr<embed::embedder>> load_backbone(const train_options &o) {
     return e;
 }
 
-result<train::feature_set> features_from_faces(const embed::embedder &e,
-                                               const std::string &faces,
-                                               const std::string &people,
-                                               const std::string &cache) {
+// A feature set of LFW images and the image each row holds.
+struct face_features {
+    train::feature_set set;
+    std::vector<train::image_ref> refs;
+};
+
+result<face_features> features_from_faces(const embed::embedder &e,
+                                          const std::string &faces,
+                                          const std::string &people,
+                                          const std::string &cache) {
     auto list = list_people_images(faces, people);
     if (!list)
         return list.error();
 
-    // The fingerprint covers weights, precision, alignment and
-    // preprocessing; the input size is spelled out for readers.
+    // Images are decoded as `facevec embed` decodes them (scaled JPEG
+    // decoding down to what the network needs), so the head learns the
+    // features it will see. The fingerprint covers weights, precision,
+    // alignment and preprocessing; input size and decoding are spelled out.
     const auto &pre = e.preprocessing();
-    train::feature_cache_key key{e.fingerprint(),
-                                 "input " + std::to_string(pre.width) + "x" +
-                                     std::to_string(pre.height) + ", " +
-                                     e.fingerprint()};
+    embed::decode_options dopts;
+    dopts.min_side = embed::decode_min_side(pre);
+    train::feature_cache_key key{
+        e.fingerprint(), "input " + std::to_string(pre.width) + "x" +
+                             std::to_string(pre.height) + ", decode min side " +
+                             std::to_string(dopts.min_side) + ", " +
+                             e.fingerprint()};
     train::feature_cache fc(cache, key);
     progress bar("features " + fs::path(people).filename().string(),
                  list->paths.size());
+    const auto start = std::chrono::steady_clock::now();
     auto m = fc.get(
         list->paths,
         [&](const std::string &path) -> result<std::vector<float>> {
-            auto img = embed::decode_file(path);
+            auto img = embed::decode_file(path, dopts);
             if (!img)
                 return img.error();
             return e.embed_one(img.value(), path);
@@ -121,10 +174,52 @@ result<train::feature_set> features_from_faces(const embed::embedder &e,
     bar.finish();
     if (!m)
         return m.error();
-    std::fprintf(stderr, "facevec: %s features: %s (%zu x %zu)\n",
-                 people.c_str(), fc.last_was_hit() ? "cache hit" : "computed",
-                 m->rows, m->cols);
-    return train::make_feature_set(std::move(m.value()), list->persons);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    if (fc.last_was_hit()) {
+        std::fprintf(stderr, "facevec: %s features: cache hit (%zu x %zu)\n",
+                     people.c_str(), m->rows, m->cols);
+    } else {
+        std::fprintf(stderr,
+                     "facevec: %s features: computed %zu x %zu in %.1f s "
+                     "(%.2f images/s)\n",
+                     people.c_str(), m->rows, m->cols, seconds,
+                     static_cast<double>(m->rows) / seconds);
+    }
+    auto set = train::make_feature_set(std::move(m.value()), list->persons);
+    if (!set)
+        return set.error();
+    return face_features{std::move(set.value()), std::move(list->refs)};
+}
+
+// Validation pairs: the LFW pairs file when there is one, else sampled.
+// Returns the pairs and says where they came from in `source`.
+result<train::validation_pairs> validation_pairs_for(
+    const train_options &o, const train::feature_set &val,
+    const std::vector<train::image_ref> &refs, std::string *source) {
+    std::string file = resolve_data_file(o.faces, o.pairs_val);
+    if (file.empty() && !refs.empty())
+        file = sibling_pairs_file(resolve_data_file(o.faces, o.people_val));
+    if (!file.empty()) {
+        if (refs.empty()) {
+            return invalid_argument(
+                "--pairs-val needs --faces/--people-val (feature files do "
+                "not name their images)");
+        }
+        auto pairs = train::parse_lfw_pairs_file(file);
+        if (!pairs)
+            return pairs.error();
+        *source = file;
+        return train::lfw_validation_pairs(pairs.value(), refs, file);
+    }
+    *source = "sampled";
+    std::fprintf(stderr,
+                 "facevec: note: no validation pairs file (--pairs-val); "
+                 "sampling %zu genuine and %zu impostor pairs of the "
+                 "validation people\n",
+                 o.validation_pairs, o.validation_pairs);
+    return train::make_validation_pairs(val, o.validation_pairs, o.config.seed);
 }
 
 result<train::feature_set> features_from_files(const std::string &npy,
@@ -141,26 +236,27 @@ result<train::feature_set> features_from_files(const std::string &npy,
     return s;
 }
 
-// vgg16 only: the backbone's weights with the trained head in place of
-// head/fc1 and head/fc2, loadable by `--model FILE` wherever a model is.
-status export_vgg16_model(const embed::embedder &e,
-                          const train::embedding_head &head,
-                          const std::string &path) {
+// The backbone's weights with the trained head in place of head/fc1 and
+// head/fc2 (vgg16's head, or the head face-resnet takes after its 128-D
+// output), loadable by `--model FILE` wherever a model is.
+status export_model(const embed::embedder &e, const train::embedding_head &head,
+                    const std::string &path) {
     if (!head.config().relu && head.config().hidden_dim > 0) {
         return invalid_argument(
-            "--export-model: the vgg16 head has a ReLU "
-            "between its layers; train without "
-            "--no-relu");
+            "--export-model: the exported head has a ReLU between its "
+            "layers; train without --no-relu");
     }
     embed::weights_file w = e.weights();
     for (auto it = w.tensors.begin(); it != w.tensors.end();) {
         it = it->first.starts_with("head/") ? w.tensors.erase(it) : ++it;
     }
+    const std::string fc1 = embed::kHeadFc1, fc2 = embed::kHeadFc2;
     const bool two = head.config().hidden_dim > 0;
     const std::vector<std::string> names =
-        two ? std::vector<std::string>{"head/fc1/weight", "head/fc1/bias",
-                                       "head/fc2/weight", "head/fc2/bias"}
-            : std::vector<std::string>{"head/fc2/weight", "head/fc2/bias"};
+        two ? std::vector<std::string>{fc1 + "/weight", fc1 + "/bias",
+                                       fc2 + "/weight", fc2 + "/bias"}
+            : std::vector<std::string>{fc2 + "/weight", fc2 + "/bias"};
+    FACEVEC_ASSERT(names.size() == head.tensors().size(), "head tensor count");
     for (size_t i = 0; i < names.size(); ++i) {
         const train::named_tensor &t = head.tensors()[i];
         w.tensors[names[i]] = embed::tensor{t.shape, t.data};
@@ -171,9 +267,13 @@ status export_vgg16_model(const embed::embedder &e,
 }
 
 void print_summary(const train::train_result &r) {
-    std::printf("untrained: accuracy %.4f, TAR@FAR=1e-3 %.4f, rank-1 %.4f\n",
-                r.untrained.accuracy, r.untrained.at_far_1e3.tar,
-                r.untrained.rank1);
+    std::printf(
+        "backbone output: accuracy %.4f, TAR@FAR=1e-3 %.4f, rank-1 %.4f\n",
+        r.backbone.accuracy, r.backbone.at_far_1e3.tar, r.backbone.rank1);
+    std::printf(
+        "untrained head: accuracy %.4f, TAR@FAR=1e-3 %.4f, rank-1 "
+        "%.4f\n",
+        r.untrained.accuracy, r.untrained.at_far_1e3.tar, r.untrained.rank1);
     for (const train::epoch_record &e : r.epochs) {
         std::printf(
             "epoch %3d: lr %.2e loss %.4f triplets/batch %.1f | val "
@@ -207,6 +307,10 @@ status run_train(train_options o) {
     if (!k)
         return k.error();
     o.config.optimizer.kind = k.value();
+    auto init = train::parse_head_init(o.init_name);
+    if (!init)
+        return init.error();
+    o.config.head.init = init.value();
     auto s = train::parse_schedule(o.schedule);
     if (!s)
         return s.error();
@@ -217,6 +321,7 @@ status run_train(train_options o) {
     std::unique_ptr<embed::embedder> backbone;
     result<train::feature_set> tr = invalid_argument("no training data");
     result<train::feature_set> va = invalid_argument("no validation data");
+    std::vector<train::image_ref> val_refs;
     if (from_files) {
         if (o.labels_train.empty() || o.features_val.empty() ||
             o.labels_val.empty()) {
@@ -237,12 +342,19 @@ status run_train(train_options o) {
         if (!b)
             return b.error();
         backbone = std::move(b.value());
-        tr = features_from_faces(*backbone, o.faces, o.people_train,
-                                 o.out + ".train.features");
-        if (tr) {
-            va = features_from_faces(*backbone, o.faces, o.people_val,
-                                     o.out + ".val.features");
-        }
+        auto ft = features_from_faces(
+            *backbone, o.faces, resolve_data_file(o.faces, o.people_train),
+            o.out + ".train.features");
+        if (!ft)
+            return ft.error();
+        tr = std::move(ft->set);
+        auto fv = features_from_faces(*backbone, o.faces,
+                                      resolve_data_file(o.faces, o.people_val),
+                                      o.out + ".val.features");
+        if (!fv)
+            return fv.error();
+        va = std::move(fv->set);
+        val_refs = std::move(fv->refs);
     }
     if (!tr)
         return tr.error();
@@ -251,19 +363,25 @@ status run_train(train_options o) {
 
     train::validation_set val;
     val.set = std::move(va.value());
-    auto pairs = train::make_validation_pairs(val.set, o.validation_pairs,
-                                              o.config.seed);
+    std::string pairs_source;
+    auto pairs = validation_pairs_for(o, val.set, val_refs, &pairs_source);
     if (!pairs)
         return pairs.error();
     val.pairs = std::move(pairs.value());
+    std::fprintf(stderr, "facevec: validation: %zu pairs (%s), %zu images\n",
+                 val.pairs.same.size(), pairs_source.c_str(),
+                 val.set.features.rows);
 
     auto r = train::train_head(tr.value(), val, o.config);
     if (!r)
         return r.error();
     print_summary(r.value());
 
-    // Outputs: head file, report, plot, optional vgg16 model.
+    // Outputs: head file, report, plot, optional exported model.
     nlohmann::json report = train::report_json(o.config, r.value());
+    report["validation_pairs"] = {{"source", pairs_source},
+                                  {"pairs", val.pairs.same.size()}};
+    report["backbone_fingerprint"] = backbone ? backbone->fingerprint() : "";
     nlohmann::json meta = {
         {"threshold", r->calibration.threshold},
         {"threshold_far", o.config.calibration_far},
@@ -280,13 +398,13 @@ status run_train(train_options o) {
         FACEVEC_RETURN_IF_ERROR(train::draw_plot(report, o.plot));
     }
     if (!o.export_model.empty()) {
-        if (!backbone || backbone->architecture() != embed::kVgg16) {
+        if (!backbone) {
             return invalid_argument(
-                "--export-model needs --backbone vgg16 "
-                "with --faces");
+                "--export-model needs a backbone run on --faces (feature "
+                "files carry no backbone weights)");
         }
         FACEVEC_RETURN_IF_ERROR(
-            export_vgg16_model(*backbone, r->head, o.export_model));
+            export_model(*backbone, r->head, o.export_model));
         std::printf("model written to %s\n", o.export_model.c_str());
     }
     return status::ok();
@@ -300,6 +418,10 @@ void add_training_options(CLI::App *c, train_options *o) {
                   "Hidden layer width; 0: one fully connected layer")
         ->capture_default_str();
     c->add_flag("!--no-relu", t.head.relu, "No ReLU between the layers");
+    c->add_option("--init", o->init_name,
+                  "Head weights: random (He) or identity (one layer: starts "
+                  "as the backbone's output)")
+        ->capture_default_str();
     c->add_option("--seed", t.seed, "Random seed")->capture_default_str();
     c->add_option("--epochs", t.epochs, "Maximum epochs")
         ->capture_default_str();
@@ -334,7 +456,8 @@ void add_training_options(CLI::App *c, train_options *o) {
                   "Step schedule period")
         ->capture_default_str();
     c->add_option("--validation-pairs", o->validation_pairs,
-                  "Genuine (and as many impostor) validation pairs")
+                  "Without a pairs file: genuine (and as many impostor) "
+                  "pairs sampled from the validation people")
         ->capture_default_str();
 }
 
@@ -357,6 +480,14 @@ void register_train_commands(CLI::App &app) {
         ->capture_default_str();
     c->add_option("--align", o->align, "Face crop: none or center")
         ->capture_default_str();
+    c->add_option("--precision", o->precision,
+                  "Backbone precision: f32 or bf16")
+        ->capture_default_str();
+    c->add_option("--input-size", o->input_size,
+                  "vgg16: network input side (e.g. 112); 0: the model's");
+    c->add_option("--pairs-val", o->pairs_val,
+                  "LFW pairs file of the validation people (default: the "
+                  "pairs file beside --people-val, e.g. pairsDevTest.txt)");
     c->add_option("--features-train", o->features_train,
                   "Training features .npy (instead of --faces)");
     c->add_option("--labels-train", o->labels_train,
@@ -368,7 +499,7 @@ void register_train_commands(CLI::App &app) {
                   "JSON report of every epoch (default OUT.report.json)");
     c->add_option("--plot", o->plot, "PNG of loss and validation curves");
     c->add_option("--export-model", o->export_model,
-                  "vgg16: also write a weights file with the trained head");
+                  "Also write a weights file: backbone + trained head");
     add_training_options(c, o.get());
 
     c->callback([o]() {

@@ -210,10 +210,21 @@ status vector_reader::truncated_at(uint64_t row) const {
 }
 
 status vector_reader::rewind() {
-    if (fseeko(file_, off_t(data_offset_), SEEK_SET) != 0) {
+    return seek(0);
+}
+
+status vector_reader::seek(uint64_t row) {
+    if (row > rows_) {
+        return invalid_argument(path_ + ": row " + std::to_string(row) +
+                                " is past the last row (the file has " +
+                                std::to_string(rows_) + " rows)");
+    }
+    uint64_t record = uint64_t(dim_) * kFloatBytes +
+                      (format_ == format::fvecs ? kFvecsDimBytes : 0);
+    if (fseeko(file_, off_t(data_offset_ + row * record), SEEK_SET) != 0) {
         return io_error(path_ + ": cannot seek: " + std::strerror(errno));
     }
-    next_row_ = 0;
+    next_row_ = row;
     return status::ok();
 }
 

@@ -43,6 +43,10 @@ class vector_reader {
     // Goes back to the first row.
     status rewind();
 
+    // Makes `row` the next row read (rows() = the end). invalid_argument,
+    // naming the file and its row count, past the end.
+    status seek(uint64_t row);
+
   private:
     enum class format { npy, fvecs };
     vector_reader(std::string path, std::FILE *f, format fmt);

@@ -130,6 +130,19 @@ status check_tensor(const named_tensor *t, const char *name,
 
 }  // namespace
 
+const char *head_init_name(head_init i) {
+    return i == head_init::random ? "random" : "identity";
+}
+
+result<head_init> parse_head_init(const std::string &name) {
+    if (name == "random")
+        return head_init::random;
+    if (name == "identity")
+        return head_init::identity;
+    return invalid_argument("head init '" + name +
+                            "' is unknown; use random or identity");
+}
+
 result<embedding_head> embedding_head::create(const head_config &config,
                                               uint64_t seed) {
     if (config.input_dim == 0 || config.output_dim == 0) {
@@ -138,6 +151,12 @@ result<embedding_head> embedding_head::create(const head_config &config,
             "got " +
             std::to_string(config.input_dim) + " and " +
             std::to_string(config.output_dim));
+    }
+    if (config.init == head_init::identity && config.hidden_dim > 0) {
+        return invalid_argument(
+            "head: identity init needs a single layer (hidden dim 0), got "
+            "hidden dim " +
+            std::to_string(config.hidden_dim));
     }
     embedding_head h;
     h.config_ = config;
@@ -149,7 +168,13 @@ result<embedding_head> embedding_head::create(const head_config &config,
 
     h.params_.push_back(make_tensor(kNames[kWeight1], {out1, in}));
     h.params_.push_back(make_tensor(kNames[kBias1], {out1}));
-    fill_he_uniform(&h.params_[kWeight1], config.input_dim, &r);
+    if (config.init == head_init::identity) {
+        named_tensor &w = h.params_[kWeight1];
+        for (int64_t i = 0; i < std::min(in, out); ++i)
+            w.data[i * in + i] = 1.0f;
+    } else {
+        fill_he_uniform(&h.params_[kWeight1], config.input_dim, &r);
+    }
     if (h.two_layers()) {
         h.params_.push_back(make_tensor(kNames[kWeight2], {out, hid}));
         h.params_.push_back(make_tensor(kNames[kBias2], {out}));

@@ -29,11 +29,26 @@ struct named_tensor {
     std::vector<float> data;
 };
 
+// How create() sets the weights.
+enum class head_init {
+    // Uniform in +-sqrt(6 / fan_in) (He uniform): a random projection.
+    random,
+    // One layer only: fc1.weight[i][i] = 1 for i < min(input, output
+    // dim), every other weight 0, so the untrained head is the backbone's
+    // output (its first output_dim components) L2-normalised.
+    identity,
+};
+
+// "random" / "identity"; parse errors (invalid_argument) quote the name.
+const char *head_init_name(head_init i);
+result<head_init> parse_head_init(const std::string &name);
+
 struct head_config {
     size_t input_dim = 0;
     size_t hidden_dim = 0;  // 0: a single fully connected layer
     size_t output_dim = 128;
     bool relu = true;  // ReLU between the two layers (ignored for one)
+    head_init init = head_init::random;
 };
 
 // What forward_train keeps for backward: n rows of each stage.
@@ -49,9 +64,10 @@ struct head_activations {
 
 class embedding_head {
   public:
-    // A head with weights drawn uniformly from +-sqrt(6 / fan_in) (He
-    // uniform) by a generator seeded with `seed`, and zero biases. Errors
-    // (invalid_argument): a zero input or output dim.
+    // A head with weights set by config.init (random ones drawn by a
+    // generator seeded with `seed`) and zero biases. Errors
+    // (invalid_argument): a zero input or output dim, identity init with
+    // a hidden layer.
     static result<embedding_head> create(const head_config &config,
                                          uint64_t seed);
 

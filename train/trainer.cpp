@@ -121,16 +121,21 @@ status check_config(const feature_set &train, const validation_set &val,
     return validate(c.optimizer);
 }
 
-status check_sampler(const batch_sampler &s) {
+status check_sampler(const batch_sampler &s, const train_config &c) {
     if (s.multi_people() == 0) {
         return invalid_argument(
             "training: no person has >= 2 images, so no batch can ever hold "
             "an anchor-positive pair");
     }
-    if (s.multi_people() == 1 && s.single_people() == 0) {
+    const bool singles_in_batches =
+        s.single_people() > 0 && c.singletons_per_batch > 0;
+    if (s.multi_people() == 1 && !singles_in_batches) {
         return invalid_argument(
-            "training: only one person, so no batch can ever hold a "
-            "negative");
+            "training: only one person with >= 2 images and no single-image "
+            "people in the batches (" +
+            std::to_string(s.single_people()) +
+            " available, S=" + std::to_string(c.singletons_per_batch) +
+            "), so no batch can ever hold a negative");
     }
     return status::ok();
 }
@@ -239,17 +244,25 @@ status run_epoch(int epoch, const feature_set &train, const train_config &c,
             pairwise_squared_l2(acts.y.data(), rows.size(), out);
         std::vector<triplet> ts =
             mine_triplets(d, labels, c.mining_kind, c.margin);
+        const bool fallback = ts.empty() && c.mining_kind == mining::semi_hard;
+        if (fallback)
+            ts = mine_triplets(d, labels, mining::batch_hard, c.margin);
         std::vector<float> gy(acts.y.size());
         triplet_loss_value v = triplet_loss(acts.y.data(), rows.size(), out, ts,
                                             c.margin, gy.data());
-        logger()->debug("epoch {} batch {}: {} triplets, {} active, loss {}",
-                        epoch, b, v.triplets, v.active, v.loss);
+        logger()->debug(
+            "epoch {} batch {}: {} valid triplets{}, {} active, loss {}", epoch,
+            b, v.triplets, fallback ? " (batch-hard fallback)" : "", v.active,
+            v.loss);
         if (on_batch)
-            on_batch({epoch, b, v.triplets, v.active, v.loss});
+            on_batch({epoch, b, v.triplets, v.active, v.loss, fallback});
         if (!std::isfinite(v.loss))
             return diverged(epoch, b, "the loss");
         rec->triplets_per_batch += static_cast<double>(v.triplets);
         rec->active_per_batch += static_cast<double>(v.active);
+        rec->min_triplets =
+            b == 0 ? v.triplets : std::min(rec->min_triplets, v.triplets);
+        rec->fallback_batches += fallback ? 1 : 0;
         if (v.triplets == 0) {
             ++rec->batches_without_triplets;
             continue;
@@ -317,19 +330,47 @@ result<validation_pairs> make_validation_pairs(const feature_set &set,
     return out;
 }
 
-result<validation_metrics> validate(const embedding_head &head,
-                                    const validation_set &val) {
-    const feature_matrix &m = val.set.features;
-    if (m.cols != head.config().input_dim) {
-        return invalid_argument("validation: features have dim " +
-                                std::to_string(m.cols) + ", the head expects " +
-                                std::to_string(head.config().input_dim));
+result<validation_pairs> lfw_validation_pairs(
+    const lfw_pairs &pairs, const std::vector<image_ref> &rows,
+    const std::string &name) {
+    std::map<std::pair<std::string, int>, size_t> row_of;
+    for (size_t i = 0; i < rows.size(); ++i) {
+        row_of.emplace(std::make_pair(rows[i].person, rows[i].number), i);
     }
-    const size_t dim = head.config().output_dim;
-    std::vector<float> emb(m.rows * dim);
-    head.embed(m.data.data(), m.rows, emb.data());
+    auto find = [&](const image_ref &ref, size_t k) -> result<size_t> {
+        auto it = row_of.find({ref.person, ref.number});
+        if (it == row_of.end()) {
+            return invalid_argument(
+                name + ": pair " + std::to_string(k + 1) + " names " +
+                ref.person + " image " + std::to_string(ref.number) +
+                ", which is not among the validation images (is the "
+                "people list the one that goes with this pairs file?)");
+        }
+        return it->second;
+    };
 
-    // Verification on the pairs.
+    validation_pairs out;
+    for (size_t k = 0; k < pairs.pairs.size(); ++k) {
+        const lfw_pair &p = pairs.pairs[k];
+        result<size_t> a = find(p.a, k);
+        if (!a)
+            return a.error();
+        result<size_t> b = find(p.b, k);
+        if (!b)
+            return b.error();
+        out.a.push_back(a.value());
+        out.b.push_back(b.value());
+        out.same.push_back(p.same ? 1 : 0);
+    }
+    return out;
+}
+
+namespace {
+
+// Verification and rank-1 of validation embeddings (rows x dim).
+result<validation_metrics> measure(const std::vector<float> &emb, size_t dim,
+                                   const validation_set &val) {
+    const feature_matrix &m = val.set.features;
     const validation_pairs &p = val.pairs;
     std::vector<float> d(p.same.size());
     std::vector<int> fold(p.same.size());
@@ -358,13 +399,33 @@ result<validation_metrics> validate(const embedding_head &head,
     return out;
 }
 
+}  // namespace
+
+result<validation_metrics> validate(const embedding_head &head,
+                                    const validation_set &val) {
+    const feature_matrix &m = val.set.features;
+    if (m.cols != head.config().input_dim) {
+        return invalid_argument("validation: features have dim " +
+                                std::to_string(m.cols) + ", the head expects " +
+                                std::to_string(head.config().input_dim));
+    }
+    const size_t dim = head.config().output_dim;
+    std::vector<float> emb(m.rows * dim);
+    head.embed(m.data.data(), m.rows, emb.data());
+    return measure(emb, dim, val);
+}
+
+result<validation_metrics> validate_features(const validation_set &val) {
+    return measure(val.set.features.data, val.set.features.cols, val);
+}
+
 result<train_result> train_head(const feature_set &train,
                                 const validation_set &val,
                                 const train_config &config,
                                 const batch_callback &on_batch) {
     FACEVEC_RETURN_IF_ERROR(check_config(train, val, config));
     batch_sampler sampler(train, config);
-    FACEVEC_RETURN_IF_ERROR(check_sampler(sampler));
+    FACEVEC_RETURN_IF_ERROR(check_sampler(sampler, config));
 
     head_config hc = config.head;
     hc.input_dim = train.features.cols;
@@ -375,6 +436,10 @@ result<train_result> train_head(const feature_set &train,
     embedding_head head = std::move(created.value());
 
     train_result r;
+    result<validation_metrics> vb = validate_features(val);
+    if (!vb)
+        return vb.error();
+    r.backbone = vb.value();
     result<validation_metrics> v0 = validate(head, val);
     if (!v0)
         return v0.error();
@@ -406,10 +471,13 @@ result<train_result> train_head(const feature_set &train,
                           std::chrono::steady_clock::now() - start)
                           .count();
         logger()->info(
-            "epoch {}: loss {:.4f}, {:.1f} triplets/batch, val acc {:.4f}, "
-            "TAR@1e-3 {:.4f}, rank-1 {:.4f}",
-            e, rec.loss, rec.triplets_per_batch, rec.validation.accuracy,
-            rec.validation.at_far_1e3.tar, rec.validation.rank1);
+            "epoch {}: loss {:.4f}, {:.1f} triplets/batch (min {}, {} "
+            "batch-hard fallbacks, {} skipped), val acc {:.4f}, TAR@1e-3 "
+            "{:.4f}, rank-1 {:.4f}",
+            e, rec.loss, rec.triplets_per_batch, rec.min_triplets,
+            rec.fallback_batches, rec.batches_without_triplets,
+            rec.validation.accuracy, rec.validation.at_far_1e3.tar,
+            rec.validation.rank1);
         r.epochs.push_back(rec);
 
         // Keep the best; stop after `patience` epochs without progress.
@@ -450,6 +518,7 @@ nlohmann::json report_json(const train_config &c, const train_result &r) {
         {"hidden_dim", c.head.hidden_dim},
         {"output_dim", c.head.output_dim},
         {"relu", c.head.relu},
+        {"init", head_init_name(c.head.init)},
         {"mining", mining_name(c.mining_kind)},
         {"margin", c.margin},
         {"persons_per_batch", c.persons_per_batch},
@@ -463,6 +532,7 @@ nlohmann::json report_json(const train_config &c, const train_result &r) {
         {"weight_decay", c.optimizer.weight_decay},
         {"schedule", schedule_name(c.optimizer.schedule)},
     };
+    j["backbone"] = metrics_json(r.backbone);
     j["untrained"] = metrics_json(r.untrained);
     j["epochs"] = nlohmann::json::array();
     for (const epoch_record &e : r.epochs) {
@@ -472,6 +542,8 @@ nlohmann::json report_json(const train_config &c, const train_result &r) {
              {"loss", e.loss},
              {"triplets_per_batch", e.triplets_per_batch},
              {"active_per_batch", e.active_per_batch},
+             {"min_triplets_per_batch", e.min_triplets},
+             {"semi_hard_fallback_batches", e.fallback_batches},
              {"batches_without_triplets", e.batches_without_triplets},
              {"seconds", e.seconds},
              {"validation", metrics_json(e.validation)}});

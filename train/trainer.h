@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -41,6 +42,15 @@ struct validation_pairs {
 result<validation_pairs> make_validation_pairs(const feature_set &set,
                                                size_t per_class, uint64_t seed);
 
+// The pairs of an LFW pairs file (e.g. pairsDevTest.txt, parsed by
+// parse_lfw_pairs_file) as rows of a feature set whose row i holds the
+// image rows[i]. `name` stands for the file in errors. Errors
+// (invalid_argument): a pair image that no row holds (names the file, the
+// pair's index, the person and the image number).
+result<validation_pairs> lfw_validation_pairs(
+    const lfw_pairs &pairs, const std::vector<image_ref> &rows,
+    const std::string &name);
+
 struct validation_set {
     feature_set set;
     validation_pairs pairs;
@@ -52,6 +62,10 @@ struct validation_metrics {
     operating_point at_far_1e3;
     double rank1 = 0;  // gallery: first row of each person with >= 2 rows
 };
+
+// The backbone's own output: the validation features as they are,
+// compared by squared L2. Errors as validate's.
+result<validation_metrics> validate_features(const validation_set &val);
 
 // Embeds the validation set with `head` and measures it. Errors
 // (invalid_argument): the set's dim differs from the head's input, a pair
@@ -80,7 +94,11 @@ struct epoch_record {
     double loss = 0;  // mean over batches with triplets
     double triplets_per_batch = 0;
     double active_per_batch = 0;
-    size_t batches_without_triplets = 0;
+    size_t min_triplets = 0;  // fewest valid triplets in one batch
+    // Semi-hard batches that held no semi-hard triplet and were mined
+    // batch-hard instead.
+    size_t fallback_batches = 0;
+    size_t batches_without_triplets = 0;  // skipped: nothing to learn
     validation_metrics validation;
     double seconds = 0;
 };
@@ -91,12 +109,14 @@ struct batch_event {
     size_t triplets = 0;
     size_t active = 0;
     double loss = 0;
+    bool fallback = false;  // mined batch-hard: no semi-hard triplet
 };
 using batch_callback = std::function<void(const batch_event &)>;
 
 struct train_result {
-    embedding_head head;  // the best epoch's
-    int best_epoch = 0;   // 0: the untrained head was never beaten
+    embedding_head head;          // the best epoch's
+    int best_epoch = 0;           // 0: the untrained head was never beaten
+    validation_metrics backbone;  // the features without a head
     validation_metrics untrained;
     std::vector<epoch_record> epochs;
     bool stopped_early = false;
@@ -105,9 +125,15 @@ struct train_result {
     operating_point calibration;
 };
 
-// Trains a head. Errors (invalid_argument): P < 2, K < 2, epochs < 1,
-// margin <= 0, no training person with >= 2 images or no possible
-// negative (a batch could never hold a triplet), a feature dim that
+// Trains a head. Mining: with semi-hard mining, a batch in which no
+// (anchor, positive) pair has a negative inside the margin band is mined
+// batch-hard instead (counted in fallback_batches), so hard batches still
+// teach; a batch with no triplet at all is skipped and counted. The
+// number of valid triplets of every batch goes to logger() (debug) and to
+// `on_batch`. Errors (invalid_argument), checked before any step: P < 2,
+// K < 2, epochs < 1, margin <= 0, no training person with >= 2 images or
+// no possible negative (one such person and no single-image person in the
+// batches: a batch could never hold a triplet), a feature dim that
 // differs between sets, a bad optimiser config; internal when the loss or
 // a weight becomes NaN or Inf (names epoch and batch; the partly trained
 // head is dropped). Progress goes to logger() and to `on_batch`.

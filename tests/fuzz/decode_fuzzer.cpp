@@ -11,6 +11,9 @@ namespace {
 // Decoded images up to this many pixels are also preprocessed.
 constexpr int64_t kMaxPreprocessedPixels = 1 << 16;
 constexpr int kScaledMinSide = 16;
+// Network input sides 1..kMaxInputSide, chosen by the input's length so
+// that the resize runs with many tap counts and both directions.
+constexpr size_t kMaxInputSide = 97;
 
 void check_image(const facevec::embed::image &img) {
     bool consistent =
@@ -37,8 +40,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     if (int64_t{img->width} * img->height <= kMaxPreprocessedPixels) {
         facevec::embed::preprocess_spec spec;
-        spec.width = kScaledMinSide;
-        spec.height = kScaledMinSide;
+        spec.width = static_cast<int>(1 + size % kMaxInputSide);
+        spec.height =
+            static_cast<int>(1 + (size / kMaxInputSide) % kMaxInputSide);
         spec.crop = facevec::embed::crop_mode::center_fraction;
         spec.crop_fraction = 0.5F;
         auto input = facevec::embed::preprocess(*img, spec);
