@@ -8,6 +8,7 @@
 #include <new>
 #include <set>
 #include <shared_mutex>
+#include <sstream>
 #include <utility>
 
 #include "common/log.h"
@@ -34,12 +35,28 @@ status guarded(const std::string &what, Fn &&fn) {
     }
 }
 
+// A label or source as messages quote it: at most kQuotedBytes bytes
+// (cut at a character boundary), so a huge bad value is not echoed whole.
+std::string quoted(const std::string &text) {
+    constexpr size_t kQuotedBytes = 64;
+    constexpr uint8_t kContinuationMask = 0xc0;
+    constexpr uint8_t kContinuationTag = 0x80;
+    if (text.size() <= kQuotedBytes)
+        return "\"" + text + "\"";
+    size_t cut = kQuotedBytes;
+    while (cut > 0 && (static_cast<uint8_t>(text[cut]) & kContinuationMask) ==
+                          kContinuationTag)
+        --cut;
+    return "\"" + text.substr(0, cut) + "\"... (" +
+           std::to_string(text.size()) + " bytes)";
+}
+
 // "item 3 (person "ann", source "a.npy#3")": how messages name an item.
 std::string describe_item(const enroll_item &item, size_t position) {
     std::string s =
-        "item " + std::to_string(position) + " (person \"" + item.person + "\"";
+        "item " + std::to_string(position) + " (person " + quoted(item.person);
     if (!item.source.empty())
-        s += ", source \"" + item.source + "\"";
+        s += ", source " + quoted(item.source);
     return s + ")";
 }
 
@@ -68,6 +85,12 @@ status check_finite(const float *v, size_t n) {
         }
         if (std::isinf(v[i])) {
             return invalid_argument("Inf at component " + std::to_string(i));
+        }
+        if (std::fabs(v[i]) > kMaxComponent) {
+            std::ostringstream s;
+            s << "component " << i << " is " << v[i] << ", beyond +-"
+              << kMaxComponent << " (distances would overflow)";
+            return invalid_argument(s.str());
         }
     }
     return status::ok();

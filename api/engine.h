@@ -78,8 +78,13 @@ struct engine_stats {
 // The largest k a query accepts; a larger one is invalid_argument.
 inline constexpr int kMaxTopK = 10000;
 
-// Ok when all n values are finite; else invalid_argument naming the first
-// bad one, e.g. "NaN at component 3".
+// Vector components beyond +-kMaxComponent are refused: squared L2
+// distances between such vectors stay finite in float for any dim up to
+// 65,536 ((2e15)^2 x 65,536 < FLT_MAX).
+inline constexpr float kMaxComponent = 1e15F;
+
+// Ok when all n values are finite and within +-kMaxComponent; else
+// invalid_argument naming the first bad one, e.g. "NaN at component 3".
 status check_finite(const float *v, size_t n);
 
 class engine {

@@ -139,21 +139,12 @@ void face_pipeline::impl::prepare_bytes(
     std::vector<std::vector<float>> &chips) const {
     out.path = path;
     out.content_hash = embed::sha256_hex(bytes.data(), bytes.size());
-    // Limitation: the cap is checked after decoding; the decoder's own
-    // header check (embed::kMaxImagePixels) bounds that work.
-    auto img = embed::decode_bytes(bytes, path);
+    // The decoder refuses an image over the cap from its header.
+    embed::decode_options dopts;
+    dopts.max_pixels = max_pixels;
+    auto img = embed::decode_bytes(bytes, path, dopts);
     if (!img) {
         out.error = img.error();
-        return;
-    }
-    const uint64_t pixels =
-        static_cast<uint64_t>(img->width) * static_cast<uint64_t>(img->height);
-    if (max_pixels > 0 && pixels > max_pixels) {
-        out.error = status(
-            error_code::resource_exhausted,
-            path + ": " + std::to_string(img->width) + " x " +
-                std::to_string(img->height) + " = " + std::to_string(pixels) +
-                " pixels, the limit is " + std::to_string(max_pixels));
         return;
     }
 
@@ -170,7 +161,9 @@ void face_pipeline::impl::prepare_bytes(
     }
     out.faces_found = aligned->faces_found;
     out.fallback = aligned->fallback;
-    if (policy == face_policy::exactly_one && !aligned->fallback &&
+    // Modes none and center detect nothing: their one chip is the face.
+    if (opts.align == embed::align_mode::detect &&
+        policy == face_policy::exactly_one && !aligned->fallback &&
         aligned->faces_found != 1) {
         out.error = invalid_argument(path + ": " +
                                      std::to_string(aligned->faces_found) +

@@ -40,6 +40,10 @@ constexpr size_t kMinKeyBytes = 16;
 constexpr std::string_view kReadOnlyWord = "read-only";
 constexpr std::string_view kBearerPrefix = "Bearer ";
 
+// A day: longer request limits are refused (and could overflow the
+// clock's nanoseconds).
+constexpr double kMaxRequestTimeoutSeconds = 24 * 60 * 60;
+
 constexpr int kDefaultK = 5;
 constexpr size_t kDefaultListLimit = 100;
 
@@ -54,10 +58,17 @@ constexpr int kForbidden = 403;
 constexpr int kNotFound = 404;
 constexpr int kConflict = 409;
 constexpr int kPayloadTooLarge = 413;
+constexpr int kLengthRequired = 411;
 constexpr int kUnsupportedMediaType = 415;
 constexpr int kInternalError = 500;
 constexpr int kNotImplemented = 501;
 constexpr int kUnavailable = 503;
+
+// Serialises an answer. Strings from a request (a multipart file name,
+// a label) may hold invalid UTF-8: replaced, never an exception.
+std::string dump_json(const json &j) {
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 // Latency buckets in seconds, from a cached small query to a large batch.
 const std::vector<double> kLatencyBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01,
@@ -248,7 +259,8 @@ std::optional<api_error> parse_image(const json &j, size_t item, batch &out) {
 std::optional<api_error> parse_json_body(const std::string &body, json &out) {
     try {
         out = json::parse(body);
-    } catch (const json::parse_error &e) {
+    } catch (const json::exception &e) {
+        // parse_error, and out_of_range for a number beyond double.
         return bad_request(std::string("body is not valid JSON: ") + e.what());
     }
     if (!out.is_object())
@@ -325,6 +337,10 @@ std::optional<api_error> parse_enroll_form(const httplib::Request &req,
                                            batch &out) {
     if (!req.has_file("person")) {
         return bad_request("form has no \"person\" field");
+    }
+    if (req.files.count("person") > 1) {
+        return bad_request(
+            "form has more than one \"person\" field: send one per request");
     }
     std::string person = req.get_file_value("person").content;
     auto [begin, end] = req.files.equal_range("images");
@@ -532,6 +548,11 @@ result<std::vector<api_key>> read_keys_file(const std::string &path) {
                                     std::to_string(kMinKeyBytes) +
                                     " characters");
         }
+        // The same key twice could grant write and read-only at once.
+        for (const api_key &k : keys) {
+            if (k.key == key)
+                return invalid_argument(where + "key listed twice");
+        }
         keys.push_back({key, flag == kReadOnlyWord});
     }
     if (keys.empty())
@@ -693,7 +714,7 @@ void server::impl::install_route(const route_def &r) {
             res.set_content(out.body.get<std::string>(),
                             "text/plain; version=0.0.4");
         } else {
-            res.set_content(out.body.dump(), "application/json");
+            res.set_content(dump_json(out.body), "application/json");
         }
         res.status = out.http;
         count(r.path, r.method, out.http, start);
@@ -737,6 +758,36 @@ void server::impl::install_routes() {
     for (const route_def &r : kRoutes)
         install_route(r);
 
+    // Runs before any body is read. httplib holds a compressed or chunked
+    // body to the size limit only as it arrives on the wire, not as it
+    // unpacks: both are refused, so --max-body-bytes bounds the memory a
+    // request can take.
+    http.set_pre_routing_handler([this](const httplib::Request &req,
+                                        httplib::Response &res) {
+        std::optional<api_error> e;
+        const std::string encoding = req.get_header_value("Content-Encoding");
+        const std::string transfer = req.get_header_value("Transfer-Encoding");
+        if (!encoding.empty() && encoding != "identity") {
+            e = api_error{kUnsupportedMediaType,
+                          error_code_name(error_code::unsupported),
+                          "Content-Encoding " + encoding +
+                              " is not accepted: send the body as it is",
+                          std::nullopt};
+        } else if (!transfer.empty() && transfer != "identity") {
+            e = api_error{kLengthRequired,
+                          error_code_name(error_code::invalid_argument),
+                          "Transfer-Encoding " + transfer +
+                              " is not accepted: send Content-Length",
+                          std::nullopt};
+        }
+        if (!e)
+            return httplib::Server::HandlerResponse::Unhandled;
+        res.status = e->http;
+        res.set_content(dump_json(error_reply(*e).body), "application/json");
+        count(kNoRoute, "any", res.status, clock_type::now());
+        return httplib::Server::HandlerResponse::Handled;
+    });
+
     // Answers httplib produced itself (no route, body too large, bad
     // HTTP) get the JSON error shape too.
     http.set_error_handler([this](const httplib::Request &req,
@@ -754,7 +805,7 @@ void server::impl::install_routes() {
                         std::to_string(options.limits.max_body_bytes) +
                         " bytes";
         }
-        res.set_content(error_reply(e).body.dump(), "application/json");
+        res.set_content(dump_json(error_reply(e).body), "application/json");
         count(kNoRoute, "any", res.status, clock_type::now());
     });
     http.set_exception_handler([](const httplib::Request &req,
@@ -771,7 +822,7 @@ void server::impl::install_routes() {
         api_error e{kInternalError, error_code_name(error_code::internal), what,
                     std::nullopt};
         res.status = kInternalError;
-        res.set_content(error_reply(e).body.dump(), "application/json");
+        res.set_content(dump_json(error_reply(e).body), "application/json");
     });
 }
 
@@ -996,6 +1047,15 @@ reply server::impl::query(const httplib::Request &req,
             rows.push_back(&faces[f].embedding);
             owners.emplace_back(i, f);
         }
+        // A crowd photo is one item but many queries: the item limit
+        // bounds the queries too, and so the answer's size.
+        if (rows.size() > options.limits.max_items) {
+            return error_reply(too_large(
+                "item " + std::to_string(i) + ": the request's images hold " +
+                    "more than " + std::to_string(options.limits.max_items) +
+                    " faces, the limit of queries per request",
+                i));
+        }
     }
     uint32_t dim = db.meta().dim;
     std::vector<float> flat(rows.size() * dim);
@@ -1103,8 +1163,12 @@ result<std::unique_ptr<server>> server::start(engine &db,
         return invalid_argument("the HTTP thread count must be >= 1");
     }
     double timeout = options.limits.request_timeout_seconds;
-    if (!std::isfinite(timeout) || timeout < 0) {
-        return invalid_argument("the request timeout must be >= 0 seconds");
+    if (!std::isfinite(timeout) || timeout < 0 ||
+        timeout > kMaxRequestTimeoutSeconds) {
+        return invalid_argument(
+            "the request timeout must be 0 to " +
+            std::to_string(static_cast<int>(kMaxRequestTimeoutSeconds)) +
+            " seconds");
     }
     if (options.embedder && options.embedder->dim() != db.meta().dim) {
         return mismatch("the image embedder makes " +

@@ -124,8 +124,8 @@ constexpr int kLastOrientation = 8;
 
 namespace internal {
 
-status check_dimensions(const std::string &name, int64_t width,
-                        int64_t height) {
+status check_dimensions(const std::string &name, int64_t width, int64_t height,
+                        const decode_options &opts) {
     std::string size = std::to_string(width) + "x" + std::to_string(height);
     if (width <= 0 || height <= 0) {
         return corruption(name + ": invalid image size " + size);
@@ -142,6 +142,14 @@ status check_dimensions(const std::string &name, int64_t width,
                           std::to_string(width * height) +
                           ") exceeds the limit of " +
                           std::to_string(kMaxImagePixels) + " pixels");
+    }
+    const auto pixels = static_cast<uint64_t>(width * height);
+    if (opts.max_pixels > 0 && pixels > opts.max_pixels) {
+        return status(error_code::resource_exhausted,
+                      name + ": " + std::to_string(width) + " x " +
+                          std::to_string(height) + " = " +
+                          std::to_string(pixels) + " pixels, the limit is " +
+                          std::to_string(opts.max_pixels));
     }
     if (std::min(width, height) < kMinImageSide) {
         return invalid_argument(name + ": image of " + size +
@@ -183,10 +191,10 @@ result<image> decode_bytes(std::span<const uint8_t> bytes,
         case image_format::jpeg:
             return internal::decode_jpeg(bytes, name, opts);
         case image_format::png:
-            return internal::decode_png(bytes, name);
+            return internal::decode_png(bytes, name, opts);
         case image_format::pgm:
         case image_format::ppm:
-            return internal::decode_pnm(bytes, name);
+            return internal::decode_pnm(bytes, name, opts);
         case image_format::unknown:
             break;
     }

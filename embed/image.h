@@ -75,6 +75,10 @@ struct decode_options {
     // smaller than the original but still >= min_side (JPEG DCT scaling),
     // because the caller will shrink it anyway. 0: full size.
     int min_side = 0;
+    // When > 0, an image of more pixels is refused from its header,
+    // before any decoding work (resource_exhausted naming both counts).
+    // kMaxImagePixels applies in any case.
+    uint64_t max_pixels = 0;
 };
 
 enum class image_format { unknown, jpeg, png, pgm, ppm };

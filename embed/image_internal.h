@@ -13,18 +13,19 @@ namespace facevec::embed::internal {
 
 // ok, or the error for a width x height image: corruption when a side is
 // not positive, resource_exhausted over kMaxImageSide / kMaxImagePixels,
-// invalid_argument when the shorter side is below kMinImageSide. Messages
-// start with `name`.
-status check_dimensions(const std::string &name, int64_t width, int64_t height);
+// resource_exhausted over opts.max_pixels, invalid_argument when the
+// shorter side is below kMinImageSide. Messages start with `name`.
+status check_dimensions(const std::string &name, int64_t width, int64_t height,
+                        const decode_options &opts);
 
 // Each decoder returns the upright 8-bit RGB image or the error, with
 // messages starting with `name`. `bytes` starts with the format's magic.
 result<image> decode_jpeg(std::span<const uint8_t> bytes,
                           const std::string &name, const decode_options &opts);
 result<image> decode_png(std::span<const uint8_t> bytes,
-                         const std::string &name);
+                         const std::string &name, const decode_options &opts);
 result<image> decode_pnm(std::span<const uint8_t> bytes,
-                         const std::string &name);
+                         const std::string &name, const decode_options &opts);
 
 // The orientation (1..8) stored in IFD0 of an EXIF block that starts with
 // "Exif\0\0" (a JPEG APP1 payload); 1 when absent, unreadable or invalid.

@@ -186,7 +186,7 @@ result<image> decode_jpeg(std::span<const uint8_t> bytes,
     // Limitation: a progressive JPEG keeps all its DCT coefficients in
     // memory, about 6 bytes a pixel (300 MB at kMaxImagePixels).
     FACEVEC_RETURN_IF_ERROR(
-        check_dimensions(name, cinfo->image_width, cinfo->image_height));
+        check_dimensions(name, cinfo->image_width, cinfo->image_height, opts));
     int orientation = orientation_from_markers(*cinfo);
 
     // CMYK and YCCK come out as CMYK (libjpeg undoes YCCK), converted

@@ -104,7 +104,7 @@ void composite_rgba(const std::vector<uint8_t> &rgba,
 }  // namespace
 
 result<image> decode_png(std::span<const uint8_t> bytes,
-                         const std::string &name) {
+                         const std::string &name, const decode_options &opts) {
     reader r;
     r.bytes = bytes;
     png_session s;
@@ -124,7 +124,7 @@ result<image> decode_png(std::span<const uint8_t> bytes,
         return corruption(name + ": " + r.message);
     FACEVEC_RETURN_IF_ERROR(
         check_dimensions(name, png_get_image_width(s.png, s.info),
-                         png_get_image_height(s.png, s.info)));
+                         png_get_image_height(s.png, s.info), opts));
 
     ok = guarded(r, [&] { request_rgb8(s.png, s.info); });
     if (!ok)

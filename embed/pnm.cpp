@@ -54,7 +54,7 @@ struct header_parser {
 }  // namespace
 
 result<image> decode_pnm(std::span<const uint8_t> bytes,
-                         const std::string &name) {
+                         const std::string &name, const decode_options &opts) {
     bool colour = bytes[1] == '6';
     int channels = colour ? 3 : 1;
     const char *kind = colour ? "PPM" : "PGM";
@@ -75,7 +75,7 @@ result<image> decode_pnm(std::span<const uint8_t> bytes,
         return corruption(name + ": " + kind + " header is malformed");
     }
     ++p.pos;  // the single whitespace byte before the samples
-    FACEVEC_RETURN_IF_ERROR(check_dimensions(name, width, height));
+    FACEVEC_RETURN_IF_ERROR(check_dimensions(name, width, height, opts));
 
     int sample_bytes = max_value > kLargestOneByteValue ? 2 : 1;
     size_t samples = static_cast<size_t>(width * height) * channels;

@@ -130,7 +130,9 @@ std::optional<uint64_t> id_of_person_key(std::string_view key,
         return std::nullopt;
     key.remove_prefix(prefix_size);
     uint64_t hash_size = 0;
-    if (!get_varint(key, hash_size) || key.size() != hash_size + kIdBytes) {
+    // Compared without adding, so a corrupt huge size cannot wrap.
+    if (!get_varint(key, hash_size) || hash_size > key.size() ||
+        key.size() - hash_size != kIdBytes) {
         return std::nullopt;
     }
     return decode_u64(key.substr(hash_size));

@@ -8,6 +8,8 @@ namespace facevec::storage {
 namespace {
 
 constexpr uint8_t kAsciiEnd = 0x80;
+constexpr uint8_t kFirstPrintable = 0x20;
+constexpr uint8_t kDelete = 0x7f;
 constexpr uint8_t kContinuationMask = 0xc0;
 constexpr uint8_t kContinuationTag = 0x80;
 constexpr unsigned kContinuationBits = 6;
@@ -104,6 +106,12 @@ status validate_label(const std::string &label) {
         auto byte = static_cast<uint8_t>(label[i]);
         if (byte == 0) {
             return invalid_argument("label contains a NUL byte" + at(i));
+        }
+        // Line breaks, tabs and the like would break the one-label-per-
+        // line files export writes and the tab-separated listings.
+        if (byte < kFirstPrintable || byte == kDelete) {
+            return invalid_argument("label contains the control character " +
+                                    hex_byte(byte) + at(i));
         }
         if (byte < kAsciiEnd) {
             ++i;

@@ -744,8 +744,7 @@ result<std::vector<uint64_t>> store::put_batch(std::span<face_record> faces) {
                   return key_at(a).compare(key_at(b)) < 0;
               });
     for (const auto &span : key_spans)
-        if (getenv("FV_NOP") == nullptr)
-            batch.Put(s.cf(persons_family), key_at(span), rocksdb::Slice());
+        batch.Put(s.cf(persons_family), key_at(span), rocksdb::Slice());
     uint64_t next = s.next_id + ids.size();
     uint64_t faces_n = s.faces + ids.size();
     uint64_t persons_n = s.persons + new_persons;
@@ -1027,6 +1026,9 @@ std::vector<bool> store::has_contents(
         if (keys[i].second.empty())
             continue;
         it->Seek(prefix);
+        // A later seek would clear the error: stop at the first.
+        if (!it->status().ok())
+            break;
         found[i] = it->Valid() && it->key().starts_with(prefix);
     }
     if (!it->status().ok()) {

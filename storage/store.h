@@ -62,9 +62,10 @@ struct face_record {
 };
 
 // Checks a label: non-empty, at most kMaxLabelBytes, valid UTF-8 (no
-// overlong forms, surrogates or code points above U+10FFFF) and no NUL
-// byte. invalid_argument otherwise; the message names the reason and the
-// byte offset, the caller adds the item.
+// overlong forms, surrogates or code points above U+10FFFF) and no ASCII
+// control character (NUL, tab, line breaks, DEL, ...). invalid_argument
+// otherwise; the message names the reason and the byte offset, the caller adds
+// the item.
 status validate_label(const std::string &label);
 
 struct open_options {

@@ -236,11 +236,12 @@ TEST_F(CliTest, ImportReadsFvecsAndTheDefaultLabelsFile) {
 TEST_F(CliTest, ManifestImportReadsNamedColumnsQuotesAndUtf8) {
     write_npy(path("a.npy"), distinct_rows(3), kDim);
     write_fvecs(path("b.fvecs"), distinct_rows(5), kDim);
-    // Columns in another order, a quoted label with a comma, a quote and
-    // a line break, a UTF-8 label, a whole file (no row), CRLF endings.
+    // Columns in another order, a quoted label with a comma and a quote,
+    // a quoted source with a line break, a UTF-8 label, a whole file (no
+    // row), CRLF endings.
     write_text(path("m.csv"),
                "\xef\xbb\xbfrow,person,path,source\r\n"
-               "0,\"Smith, \"\"J\"\"\nJr\",a.npy,\r\n"
+               "0,\"Smith, \"\"J\"\" Jr\",a.npy,\"cam\n1\"\r\n"
                "2,Zoë 山田 🙂,a.npy,custom source\r\n"
                ",whole,b.fvecs,\r\n");
     run_result r = cli({"import", "--db", db_, "--manifest", path("m.csv")});
@@ -250,7 +251,7 @@ TEST_F(CliTest, ManifestImportReadsNamedColumnsQuotesAndUtf8) {
     ASSERT_EQ(r.code, 0) << r.err;
     auto lines = lines_of(r.out);
     ASSERT_EQ(lines.size(), 3u) << r.out;
-    EXPECT_EQ(json::parse(lines[0])["person"], "Smith, \"J\"\nJr");
+    EXPECT_EQ(json::parse(lines[0])["person"], "Smith, \"J\" Jr");
     EXPECT_EQ(json::parse(lines[1])["person"], "Zoë 山田 🙂");
     EXPECT_EQ(json::parse(lines[2])["person"], "whole");
     EXPECT_EQ(json::parse(lines[2])["faces"], 5);
@@ -429,6 +430,19 @@ TEST_F(CliTest, LabelsFileWithFewerOrMoreLinesFailsNamingBothCounts) {
                                   path("in.npy") + " has 3 vectors");
     }
     EXPECT_FALSE(std::filesystem::exists(db_));
+}
+
+TEST_F(CliTest, ByteOrderMarkBeforeTheFirstLabelIsDropped) {
+    write_npy(path("in.npy"), distinct_rows(2), kDim);
+    write_text(path("in.txt"),
+               "\xef\xbb\xbf"
+               "ann\nbob\n");
+    run_result r = cli({"import", "--db", db_, "--vectors", path("in.npy"),
+                        "--labels", path("in.txt")});
+    ASSERT_EQ(r.code, 0) << r.err;
+    r = cli({"persons", "--db", db_});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "ann\t1\nbob\t1\n");
 }
 
 TEST_F(CliTest, TruncatedNpyFailsNamingTheFileAndRow) {

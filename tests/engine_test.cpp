@@ -121,6 +121,33 @@ TEST_F(EngineTest, InvalidItemsAreReportedOneByOneAndTheRestEnrolled) {
     EXPECT_EQ(e->stats().faces, 2u);
 }
 
+// Finite but huge components would overflow the squared distances to
+// Inf; a huge bad label is quoted shortened, not echoed whole.
+TEST_F(EngineTest, HugeComponentsAndHugeLabelsAreRefusedBriefly) {
+    auto e = create();
+    ASSERT_TRUE(e);
+    std::vector<float> huge = axis_vector(0);
+    huge[2] = 3e38F;
+    const std::string long_label(100000, 'y');
+    std::vector<enroll_item> items = {item("ann", huge),
+                                      item(long_label, axis_vector(1))};
+    auto r = e->enroll(items);
+    ASSERT_TRUE(r.is_ok()) << r.error().to_string();
+    EXPECT_TRUE(r->enrolled.empty());
+    ASSERT_EQ(r->errors.size(), 2u);
+    EXPECT_THAT(r->errors[0].error.message(),
+                HasSubstr("component 2 is 3e+38, beyond +-1e+15"));
+    const std::string &why = r->errors[1].error.message();
+    EXPECT_THAT(
+        why, HasSubstr("\"" + std::string(64, 'y') + "\"... (100000 bytes)"));
+    EXPECT_LT(why.size(), 300u) << why.substr(0, 300);
+
+    // A query is held to the same bound.
+    auto q = e->query(huge.data(), 1, 1);
+    ASSERT_FALSE(q.is_ok());
+    EXPECT_THAT(q.error().message(), HasSubstr("component 2"));
+}
+
 TEST_F(EngineTest, StrictRefusesTheWholeBatchNamingTheBadItem) {
     auto e = create();
     ASSERT_TRUE(e);

@@ -303,5 +303,23 @@ TEST_F(FacesTest, AlignWritesChipsOfSymlinkedPhotosUnderOut) {
     EXPECT_FALSE(fs::exists(src / "a.png"));
 }
 
+// Without detection (--align center or none) every photo gives its one
+// chip, also under the default "exactly one face" rule.
+TEST_F(FacesTest, EnrollWithoutDetectionTakesOneChipPerPhoto) {
+    const std::string person = sample_.people.front();
+    fs::path in = tmp_.path() / "photos" / person;
+    fs::create_directories(in);
+    fs::copy_file(sample_.images[person][0], in / "a.jpg");
+    fs::copy_file(sample_.images[person][1], in / "b.jpg");
+    for (std::string mode : {"center", "none"}) {
+        std::string db = tmp_.str("db-" + mode);
+        run_result r = run_facevec({"enroll", "--db", db, "--align", mode,
+                                    (tmp_.path() / "photos").string()},
+                                   tmp_);
+        EXPECT_EQ(r.code, 0) << mode << ": " << r.err;
+        EXPECT_THAT(r.out, HasSubstr("enrolled 2,")) << mode;
+    }
+}
+
 }  // namespace
 }  // namespace facevec

@@ -27,6 +27,7 @@
 
 #include "api/server.h"
 #include "embed/embedder.h"
+#include "embed/image.h"
 #include "embed/import_faceapi.h"
 #include "tests/test_util.h"
 
@@ -528,6 +529,15 @@ TEST_F(ServerTest, MultipartWithoutPersonIsInvalid) {
     EXPECT_EQ(res->status, 400) << res->body;
     expect_error(json::parse(res->body), "invalid_argument",
                  "form has no \"person\" field");
+
+    form = {{"person", "a", "", ""},
+            {"person", "b", "", ""},
+            {"images", "bytes", "a.jpg", "image/jpeg"}};
+    res = client()->Post("/v1/enroll", form);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << res->body;
+    expect_error(json::parse(res->body), "invalid_argument",
+                 "more than one \"person\" field");
 }
 
 TEST_F(ServerTest, UnknownPersonAndFaceAreNotFound) {
@@ -573,6 +583,39 @@ TEST_F(ServerTest, OversizeBodyIsRefusedAndServerStaysUp) {
     json e = post("/v1/query", big, 413);
     expect_error(e, "resource_exhausted", "larger than 1000 bytes");
     get("/healthz", 200, nullptr);
+}
+
+// Compressed and chunked bodies could outgrow --max-body-bytes as they
+// unpack or arrive: refused before any body is read.
+TEST_F(ServerTest, CompressedOrChunkedBodiesAreRefused) {
+    start({"--max-body-bytes", "1000"});
+    const std::string body = R"({"vectors": [[1, 0, 0, 0, 0, 0, 0, 0]]})";
+    auto res = client()->Post("/v1/query", {{"Content-Encoding", "gzip"}}, body,
+                              "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 415) << res->body;
+    expect_error(json::parse(res->body), "unsupported",
+                 "Content-Encoding gzip is not accepted");
+
+    res = client()->Post(
+        "/v1/query",
+        [&](size_t, httplib::DataSink &sink) {
+            sink.write(body.data(), body.size());
+            sink.done();
+            return true;
+        },
+        "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 411) << res->body;
+    expect_error(json::parse(res->body), "invalid_argument",
+                 "Transfer-Encoding chunked is not accepted");
+    get("/healthz", 200, nullptr);
+}
+
+TEST_F(ServerTest, NumberBeyondDoubleIsInvalidJson) {
+    start();
+    json e = post("/v1/query", R"({"vectors": [[1]], "k": 1e999})", 400);
+    expect_error(e, "invalid_argument", "number overflow");
 }
 
 TEST_F(ServerTest, TooManyImagesOrItemsAreRefused) {
@@ -665,6 +708,14 @@ TEST(KeysFileTest, ReadsKeysFlagsAndSkipsComments) {
               std::string::npos);
     EXPECT_EQ(api::read_keys_file(dir.str("missing")).error().code(),
               error_code::io_error);
+
+    std::ofstream(dir.str("twice")) << "dddddddddddddddd\n"
+                                       "dddddddddddddddd read-only\n";
+    auto twice = api::read_keys_file(dir.str("twice"));
+    ASSERT_FALSE(twice.is_ok());
+    EXPECT_NE(twice.error().message().find("twice line 2: key listed twice"),
+              std::string::npos)
+        << twice.error().message();
 }
 
 TEST(LoopbackTest, RecognisesLoopbackHosts) {
@@ -989,6 +1040,62 @@ TEST_F(PhotoServerTest, BadImagesNameTheItemAndWriteNothing) {
     expect_error(post("/v1/query", q.dump(), 413), "resource_exhausted",
                  "request has 3 images, the limit is 2", 2);
     get("/healthz", 200, nullptr);
+}
+
+// --dim that the model cannot fill is refused before a database exists.
+TEST_F(PhotoServerTest, CreateWithAnotherDimThanTheModelsIsRefused) {
+    const std::string fresh = dir_.str("fresh.db");
+    auto [code, err] =
+        run_facevec({"serve", "--db", fresh, "--listen", "127.0.0.1:0",
+                     "--create", "--model", "face-resnet", "--dim", "64"},
+                    dir_.str("refused.txt"));
+    EXPECT_NE(code, 0);
+    EXPECT_NE(err.find("--dim 64: face-resnet"), std::string::npos) << err;
+    EXPECT_NE(err.find("makes 128-float embeddings"), std::string::npos) << err;
+    EXPECT_FALSE(std::filesystem::exists(fresh)) << "refused before creating";
+}
+
+// One photo of two people is one item but two queries: over --max-items
+// 1 it is refused, naming the item.
+TEST_F(PhotoServerTest, FacesOverTheQueryLimitAreRefused) {
+    start_photos({"--max-items", "1"});
+    auto a = embed::decode_file(persons_[0].second[0]);
+    auto b = embed::decode_file(persons_[1].second[0]);
+    ASSERT_TRUE(a.is_ok() && b.is_ok());
+    ASSERT_EQ(a->height, b->height);
+    embed::image pair;
+    pair.width = a->width + b->width;
+    pair.height = a->height;
+    pair.rgb.resize(static_cast<size_t>(pair.width) * pair.height * 3);
+    for (int y = 0; y < pair.height; ++y) {
+        auto row = pair.rgb.begin() + ptrdiff_t{y} * pair.width * 3;
+        std::copy_n(a->rgb.begin() + ptrdiff_t{y} * a->width * 3, a->width * 3,
+                    row);
+        std::copy_n(b->rgb.begin() + ptrdiff_t{y} * b->width * 3, b->width * 3,
+                    row + ptrdiff_t{a->width} * 3);
+    }
+    const std::string png = dir_.str("pair.png");
+    ASSERT_TRUE(embed::write_png(pair, png).is_ok());
+
+    json e = post("/v1/query",
+                  json{{"images", {base64(read_bytes(png))}}}.dump(), 413);
+    expect_error(e, "resource_exhausted",
+                 "item 0: the request's images hold more than 1 faces", 0);
+}
+
+// A multipart file name is echoed in the answer: invalid UTF-8 in it is
+// replaced, not a server error.
+TEST_F(PhotoServerTest, FileNameThatIsNotUtf8IsAnsweredNormally) {
+    start_photos();
+    httplib::MultipartFormDataItems form = {{"images",
+                                             read_bytes(persons_[0].second[0]),
+                                             "\xff.jpg", "image/jpeg"}};
+    auto res = post_form("/v1/query", form);
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    json answer = json::parse(res->body);
+    ASSERT_EQ(answer["results"].size(), 1u) << answer;
+    EXPECT_EQ(answer["results"][0]["input"], "\xef\xbf\xbd.jpg") << answer;
 }
 
 TEST_F(PhotoServerTest, ImageOverPixelCapIsRefused) {

@@ -476,6 +476,22 @@ TEST(StoreTest, OpenFailsOnNewerSchema) {
                   " (it was written by a newer facevec)");
 }
 
+// A corrupt hash size near 2^64 must not wrap the length check.
+TEST(CodecTest, PersonKeyWithHugeHashSizeIsRejected) {
+    const std::string prefix = internal::person_prefix("alice");
+    std::string key = prefix;
+    // varint(2^64 - 8): 0xf8, eight 0xff, 0x01.
+    key.push_back(static_cast<char>(0xf8));
+    key.append(8, static_cast<char>(0xff));
+    key.push_back(0x01);
+    EXPECT_EQ(internal::id_of_person_key(key, prefix.size()), std::nullopt);
+
+    std::string good;
+    internal::append_person_key(good, "alice", "abc", 42);
+    EXPECT_EQ(internal::id_of_person_key(good, prefix.size()),
+              std::optional<uint64_t>(42));
+}
+
 TEST(StoreTest, OpenFailsOnOlderSchemaNamingBothVersions) {
     testing::temp_dir dir;
     open_ok(dir.str("db")).reset();
@@ -919,7 +935,7 @@ TEST(ValidateLabelTest, AcceptsValidUtf8UpToTheLimit) {
         "\xf4\x8f\xbf\xbf",  // U+10FFFF, the last code point
         "\xed\x9f\xbf",      // U+D7FF, just below the surrogates
         "\xee\x80\x80",      // U+E000, just above them
-        "tab\tand space",
+        "space and ~ punctuation!",
     };
     for (const std::string &l : valid) {
         status st = validate_label(l);
@@ -936,6 +952,10 @@ TEST(ValidateLabelTest, RejectsEachBadLabelWithItsReason) {
         {std::string(kMaxLabelBytes - 1, 'a') + "é",
          "label is 257 bytes, more than the limit of 256"},
         {std::string("a\0b", 3), "label contains a NUL byte at byte 1"},
+        {"a\nb", "label contains the control character 0x0A at byte 1"},
+        {"cr\r", "label contains the control character 0x0D at byte 2"},
+        {"tab\there", "label contains the control character 0x09 at byte 3"},
+        {"x\x7f", "label contains the control character 0x7F at byte 1"},
         {"\xff", bad_utf8 + "invalid byte 0xFF at byte 0"},
         {"ok\xf8\x88\x80\x80\x80", bad_utf8 + "invalid byte 0xF8 at byte 2"},
         {"ab\x80", bad_utf8 + "unexpected continuation byte at byte 2"},

@@ -1023,7 +1023,7 @@ TEST(ExportedHeadParamsTest, BadFaceResnetHeadParamsNameTheKey) {
 
 struct cli_run {
     int code = -1;
-    std::string err;
+    std::string err;  // stderr, then stdout
 };
 
 cli_run run_cli(const std::vector<std::string> &args,
@@ -1036,10 +1036,13 @@ cli_run run_cli(const std::vector<std::string> &args,
     const int rc = std::system(cmd.c_str());
     cli_run r;
     r.code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-    std::ifstream in(err);
-    std::stringstream ss;
-    ss << in.rdbuf() << std::ifstream(out).rdbuf();
-    r.err = ss.str();
+    // Read separately: streaming an empty file's rdbuf sets failbit and
+    // would drop what follows.
+    for (const std::string &path : {err, out}) {
+        std::ifstream in(path);
+        r.err.append(std::istreambuf_iterator<char>(in),
+                     std::istreambuf_iterator<char>());
+    }
     return r;
 }
 
@@ -1215,6 +1218,21 @@ TEST(TrainerRealTest, ExportedFaceResnetModelEmbedsThroughTheTrainedHead) {
     EXPECT_EQ((*plain)->dim(), 128);
     EXPECT_FALSE((*plain)->normalized());
     EXPECT_NE((*model)->fingerprint(), (*plain)->fingerprint());
+
+    // Photos enrolled with the file are queried with it too.
+    std::ofstream(dir.str("gallery.csv")) << "path,person\n"
+                                          << photo << ",Ariel_Sharon\n";
+    cli_run enrolled = run_cli(
+        {"enroll", "--db", dir.str("db"), "--model", dir.str("model.fvw"),
+         "--align", "center", dir.str("gallery.csv")},
+        dir);
+    ASSERT_EQ(enrolled.code, 0) << enrolled.err;
+    cli_run found = run_cli({"query", "--db", dir.str("db"), "--model",
+                             dir.str("model.fvw"), photo},
+                            dir);
+    ASSERT_EQ(found.code, 0) << found.err;
+    EXPECT_NE(found.err.find("\"person\":\"Ariel_Sharon\""), std::string::npos)
+        << found.err;
 }
 
 }  // namespace

@@ -25,9 +25,13 @@ void register_train_commands(CLI::App &app);  // train (embedding head)
 
 // `facevec query` with images: embeds every face of each input (files, or
 // folders walked recursively) with the database's model and prints one
-// JSON object per face. Defined with the photo commands.
+// JSON object per face. `model` names the weights file of a database
+// enrolled with one (empty: the built-in model the database's fingerprint
+// names); its fingerprint must match the database's. Defined with the
+// photo commands.
 void run_image_query(const std::string &db,
-                     const std::vector<std::string> &inputs, int k,
+                     const std::vector<std::string> &inputs,
+                     const std::string &model, int k,
                      std::optional<float> threshold, bool largest);
 
 }  // namespace facevec::cli

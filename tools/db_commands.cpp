@@ -193,6 +193,25 @@ result<std::unique_ptr<engine>> open_for_import(const import_options &o,
     return e;
 }
 
+// Prints an import's summary line; some rows rejected sets exit code 3.
+void report_import(const std::string &input, const std::string &db,
+                   bool created, const import_totals &totals, uint64_t rows,
+                   std::chrono::steady_clock::time_point start) {
+    double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    std::printf(
+        "imported %s into %s%s: %llu enrolled, %llu skipped "
+        "(already enrolled), %llu rejected; %.0f vectors/s\n",
+        input.c_str(), db.c_str(), created ? " (created)" : "",
+        static_cast<unsigned long long>(totals.enrolled),
+        static_cast<unsigned long long>(totals.skipped),
+        static_cast<unsigned long long>(totals.rejected),
+        secs > 0 ? rows / secs : 0.0);
+    if (totals.rejected > 0)
+        set_exit_code(kExitSomeRejected);
+}
+
 // Enrolls one batch; prints each rejected item; adds to the totals.
 status import_batch(const import_options &o, engine &e, uint64_t first,
                     uint64_t batch_no, std::span<const enroll_item> items,
@@ -275,19 +294,7 @@ void run_import(const import_options &o) {
     }
     bar.finish();
 
-    double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-            .count();
-    std::printf(
-        "imported %s into %s%s: %llu enrolled, %llu skipped "
-        "(already enrolled), %llu rejected; %.0f vectors/s\n",
-        o.vectors.c_str(), o.db.c_str(), created ? " (created)" : "",
-        static_cast<unsigned long long>(totals.enrolled),
-        static_cast<unsigned long long>(totals.skipped),
-        static_cast<unsigned long long>(totals.rejected),
-        secs > 0 ? vr.rows() / secs : 0.0);
-    if (totals.rejected > 0)
-        set_exit_code(kExitSomeRejected);
+    report_import(o.vectors, o.db, created, totals, vr.rows(), start);
 }
 
 // ---- import from a CSV manifest ----
@@ -569,19 +576,7 @@ void run_import_manifest(const import_options &o) {
     }
     bar.finish();
 
-    double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-            .count();
-    std::printf(
-        "imported %s into %s%s: %llu enrolled, %llu skipped "
-        "(already enrolled), %llu rejected; %.0f vectors/s\n",
-        o.manifest.c_str(), o.db.c_str(), created ? " (created)" : "",
-        static_cast<unsigned long long>(totals.enrolled),
-        static_cast<unsigned long long>(totals.skipped),
-        static_cast<unsigned long long>(totals.rejected),
-        secs > 0 ? read_rows / secs : 0.0);
-    if (totals.rejected > 0)
-        set_exit_code(kExitSomeRejected);
+    report_import(o.manifest, o.db, created, totals, read_rows, start);
 }
 
 void add_import(CLI::App &app) {
@@ -646,6 +641,7 @@ struct query_options {
     size_t batch = kDefaultQueryBatch;
     std::vector<std::string> images;  // photos or folders instead
     bool largest = false;
+    std::string model;  // photos: a weights file; default the database's
 };
 
 // Every query of the batch starting at `first` is finite.
@@ -666,7 +662,8 @@ void run_query(const query_options &o) {
         return fail("query: give either --vectors FILE or images");
     }
     if (!o.images.empty()) {
-        return run_image_query(o.db, o.images, o.k, o.threshold, o.largest);
+        return run_image_query(o.db, o.images, o.model, o.k, o.threshold,
+                               o.largest);
     }
     auto e = open_existing(o.db);
     if (!e)
@@ -723,6 +720,9 @@ void add_query(CLI::App &app) {
                   "JSON object per face found, with its input and box");
     c->add_flag("--largest", o->largest,
                 "Photos: only the largest face of each");
+    c->add_option("--model", o->model,
+                  "Photos: the weights file the database was enrolled with "
+                  "(default: the built-in model its fingerprint names)");
     c->add_option("-k,--top", o->k, "Persons per answer")
         ->capture_default_str();
     auto *threshold =

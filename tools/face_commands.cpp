@@ -852,14 +852,16 @@ void register_demo(CLI::App &app) {
 }  // namespace
 
 void run_image_query(const std::string &db,
-                     const std::vector<std::string> &inputs, int k,
+                     const std::vector<std::string> &inputs,
+                     const std::string &model, int k,
                      std::optional<float> threshold, bool largest) {
     run([&] {
         auto eng = engine::open(db, engine_options{});
         if (!eng)
             return fail(eng.error());
-        auto po =
-            pipeline_options(model_options{}, (*eng)->meta().model_fingerprint);
+        model_options m;
+        m.model = model;
+        auto po = pipeline_options(m, (*eng)->meta().model_fingerprint);
         if (!po)
             return fail(po.error());
         auto pipe = face_pipeline::create(*po);

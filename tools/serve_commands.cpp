@@ -324,11 +324,18 @@ void run_serve(const serve_options &o) {
     eo.create_if_missing = o.create;
     eo.meta.dim = o.dim;
     if (pipeline) {
+        // Checked before anything is created: a database of another dim
+        // could never take the model's embeddings.
+        if (o.dim != 0 && o.dim != static_cast<uint32_t>(pipeline->dim())) {
+            return fail(mismatch("--dim " + std::to_string(o.dim) + ": " +
+                                 pipeline->fingerprint() + " makes " +
+                                 std::to_string(pipeline->dim()) +
+                                 "-float embeddings"));
+        }
         eo.meta.model_fingerprint = pipeline->fingerprint();
         eo.meta.normalized = pipeline->normalized();
         eo.meta.threshold = pipeline->default_threshold();
-        if (o.dim == 0)
-            eo.meta.dim = static_cast<uint32_t>(pipeline->dim());
+        eo.meta.dim = static_cast<uint32_t>(pipeline->dim());
     }
     auto db = engine::open(o.db, eo);
     if (!db)

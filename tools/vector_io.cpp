@@ -370,6 +370,11 @@ std::optional<std::string> labels_reader::next() {
     }
     if (!line.empty() && line.back() == '\r')
         line.pop_back();
+    // Editors on some systems start UTF-8 text with a byte order mark.
+    constexpr std::string_view kBom = "\xef\xbb\xbf";
+    if (first_line_ && line.starts_with(kBom))
+        line.erase(0, kBom.size());
+    first_line_ = false;
     return line;
 }
 
@@ -377,6 +382,7 @@ status labels_reader::rewind() {
     if (fseeko(file_, 0, SEEK_SET) != 0) {
         return io_error(path_ + ": cannot seek: " + std::strerror(errno));
     }
+    first_line_ = true;
     return status::ok();
 }
 

@@ -91,7 +91,8 @@ class npy_writer {
 };
 
 // A text file of one label per line ('\n', an optional '\r' before it is
-// dropped), read line by line.
+// dropped; a UTF-8 byte order mark before the first line too), read line
+// by line.
 class labels_reader {
   public:
     static result<std::unique_ptr<labels_reader>> open(const std::string &path);
@@ -108,6 +109,7 @@ class labels_reader {
     labels_reader(std::string path, std::FILE *f);
     std::string path_;
     std::FILE *file_ = nullptr;
+    bool first_line_ = true;
 };
 
 // A stable 64-bit FNV-1a hash of n floats' bytes, as 16 hex digits: the

@@ -262,7 +262,7 @@ status run_epoch(int epoch, const feature_set &train, const train_config &c,
         rec->active_per_batch += static_cast<double>(v.active);
         rec->min_triplets =
             b == 0 ? v.triplets : std::min(rec->min_triplets, v.triplets);
-        rec->fallback_batches += fallback ? 1 : 0;
+        rec->fallback_batches += fallback && v.triplets > 0 ? 1 : 0;
         if (v.triplets == 0) {
             ++rec->batches_without_triplets;
             continue;

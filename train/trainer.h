@@ -95,8 +95,8 @@ struct epoch_record {
     double triplets_per_batch = 0;
     double active_per_batch = 0;
     size_t min_triplets = 0;  // fewest valid triplets in one batch
-    // Semi-hard batches that held no semi-hard triplet and were mined
-    // batch-hard instead.
+    // Semi-hard batches that held no semi-hard triplet and got triplets
+    // by batch-hard mining instead.
     size_t fallback_batches = 0;
     size_t batches_without_triplets = 0;  // skipped: nothing to learn
     validation_metrics validation;
