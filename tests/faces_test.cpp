@@ -321,5 +321,53 @@ TEST_F(FacesTest, EnrollWithoutDetectionTakesOneChipPerPhoto) {
     }
 }
 
+// The demo on a small dataset of links: 20 people with three photos (one
+// enrolled, two known probes) and 10 strangers with one. It reports the
+// stored threshold's figures, then those of one calibrated on the even
+// strangers and checked on the odd ones.
+TEST_F(FacesTest, DemoReportsStoredAndGalleryCalibratedThresholds) {
+    fs::path data = tmp_.path() / "data" / "lfw";
+    for (auto &p : sample_.people) {
+        fs::create_directories(data / p);
+        for (auto &img : sample_.images[p])
+            fs::create_symlink(img, data / p / fs::path(img).filename());
+    }
+    constexpr size_t kStrangers = 10;
+    size_t strangers = 0;
+    std::vector<fs::path> dirs;
+    for (auto &e : fs::directory_iterator(fs::path(faces_) / "lfw"))
+        dirs.push_back(e.path());
+    std::sort(dirs.begin(), dirs.end());
+    for (auto &d : dirs) {
+        auto it = fs::directory_iterator(d);
+        fs::path only = it->path();
+        if (std::distance(fs::directory_iterator(d),
+                          fs::directory_iterator{}) != 1)
+            continue;
+        fs::create_directories(data / d.filename());
+        fs::create_symlink(only, data / d.filename() / only.filename());
+        if (++strangers == kStrangers)
+            break;
+    }
+    ASSERT_EQ(strangers, kStrangers);
+
+    run_result r =
+        run_facevec({"demo", "--faces", (tmp_.path() / "data").string(), "--db",
+                     tmp_.str("demo.db")},
+                    tmp_);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("20 persons with 2+ images (gallery), 40 "
+                                 "known probes, 10 strangers"));
+    EXPECT_THAT(r.out, HasSubstr("of 10 ("));
+    // The five odd-numbered strangers are held out from the calibration;
+    // every known probe is counted.
+    EXPECT_THAT(r.out, ::testing::ContainsRegex(
+                           "calibrated on the gallery \\(threshold [0-9.]+ "
+                           "lets in 1% of half the strangers\\)"));
+    EXPECT_THAT(r.out, ::testing::ContainsRegex(
+                           "other strangers in [0-5] of 5 \\([0-9.]+\\), "
+                           "known accepted as the right person [0-9]+ "));
+}
+
 }  // namespace
 }  // namespace facevec

@@ -725,6 +725,53 @@ uint64_t folder_bytes(const std::string &dir) {
     return total;
 }
 
+// One answered probe of the demo.
+struct demo_answer {
+    size_t probe;    // index in its probe list
+    float distance;  // to the nearest enrolled face
+    bool right;      // the nearest face is the probe's person
+};
+
+// What an entrance gets when it calibrates on its own strangers: the
+// threshold that lets in kDemoStrangerRate of the even-numbered strangers,
+// applied to the odd-numbered ones and to the known probes, neither of
+// which chose it.
+void print_gallery_calibration(const std::vector<demo_answer> &known,
+                               size_t known_probes,
+                               const std::vector<demo_answer> &strangers) {
+    constexpr double kDemoStrangerRate = 0.01;
+    std::vector<float> calibration;
+    for (const demo_answer &s : strangers) {
+        if (s.probe % 2 == 0)
+            calibration.push_back(s.distance);
+    }
+    if (calibration.empty() || known_probes == 0)
+        return;
+    std::sort(calibration.begin(), calibration.end());
+    // Accepted means distance <= threshold: just below the (n x rate)-th
+    // nearest calibration stranger.
+    const auto allowed =
+        static_cast<size_t>(kDemoStrangerRate * calibration.size());
+    const float threshold = std::nextafter(calibration[allowed], 0.0F);
+    size_t held_out = 0, let_in = 0, correct = 0;
+    for (const demo_answer &s : strangers) {
+        if (s.probe % 2 == 1) {
+            ++held_out;
+            let_in += s.distance <= threshold;
+        }
+    }
+    for (const demo_answer &k : known)
+        correct += k.right && k.distance <= threshold;
+    std::printf(
+        "  calibrated on the gallery (threshold %.4g lets in %.0f%% of half "
+        "the strangers):\n"
+        "    other strangers in %zu of %zu (%.4f), known accepted as the "
+        "right person %zu (%.4f)\n",
+        double(threshold), kDemoStrangerRate * 100, let_in, held_out,
+        held_out ? double(let_in) / held_out : 0.0, correct,
+        double(correct) / known_probes);
+}
+
 // Enrolls the gallery of the open-set split into a fresh database,
 // queries every probe through the engine, and reports what an entrance
 // system would see at the stored threshold.
@@ -780,9 +827,11 @@ void run_demo(demo_options o) {
               });
     double enroll_s = seconds_since(t0);
 
-    // Query every probe.
+    // Query every probe; `nearest` gets each answered probe's nearest
+    // distance and whether it is the right person.
     auto query_probes = [&](const std::vector<train::probe_image> &probes,
-                            size_t &accepted, size_t &correct, size_t &rank1) {
+                            size_t &accepted, size_t &correct, size_t &rank1,
+                            std::vector<demo_answer> &nearest) {
         std::vector<std::string> paths;
         for (auto &x : probes)
             paths.push_back(x.file);
@@ -802,14 +851,16 @@ void run_demo(demo_options o) {
                           rank1 += right;
                           accepted += a.person.has_value();
                           correct += a.person.has_value() && right;
+                          nearest.push_back({at + i, a.distance, right});
                       }
                   });
     };
     size_t k_acc = 0, k_correct = 0, k_rank1 = 0;
     size_t u_acc = 0, u_correct = 0, u_rank1 = 0;
+    std::vector<demo_answer> known_nearest, stranger_nearest;
     t0 = clock_type::now();
-    query_probes(split.known, k_acc, k_correct, k_rank1);
-    query_probes(split.unknown, u_acc, u_correct, u_rank1);
+    query_probes(split.known, k_acc, k_correct, k_rank1, known_nearest);
+    query_probes(split.unknown, u_acc, u_correct, u_rank1, stranger_nearest);
     double query_s = seconds_since(t0);
     size_t probes = split.known.size() + split.unknown.size();
 
@@ -833,6 +884,8 @@ void run_demo(demo_options o) {
         split.unknown.empty() ? 0.0 : double(u_acc) / split.unknown.size(),
         probes, query_s > 0 ? probes / query_s : 0.0, o.db.c_str(),
         folder_bytes(o.db) / (1024.0 * 1024.0));
+    print_gallery_calibration(known_nearest, split.known.size(),
+                              stranger_nearest);
 }
 
 void register_demo(CLI::App &app) {
