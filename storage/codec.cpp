@@ -1,5 +1,7 @@
 #include "storage/codec.h"
 
+#include <array>
+#include <cstdint>
 #include <cstring>
 
 namespace facevec::storage::internal {
@@ -72,14 +74,89 @@ bool get_bytes(std::string_view &in, std::string &s) {
     return true;
 }
 
-void append_face_meta(std::string &out, const face_record &face) {
+// kHexValue[c] is the value of c as a lowercase hex digit, or kNotHex
+// (high bit set); a table, as hashes are random digits that defeat a
+// branch predictor.
+constexpr uint8_t kNotHex = 0xff;
+constexpr uint8_t kNotHexBit = 0x80;
+constexpr unsigned kNibbleBits = 4;
+constexpr size_t kByteValues = 256;
+constexpr std::array<uint8_t, kByteValues> make_hex_values() {
+    constexpr uint8_t kDecimalDigits = 10;
+    constexpr uint8_t kHexLetters = 6;
+    std::array<uint8_t, kByteValues> t{};
+    t.fill(kNotHex);
+    for (uint8_t d = 0; d < kDecimalDigits; ++d)
+        t['0' + d] = d;
+    for (uint8_t d = 0; d < kHexLetters; ++d)
+        t['a' + d] = kDecimalDigits + d;
+    return t;
+}
+constexpr std::array<uint8_t, kByteValues> kHexValue = make_hex_values();
+
+uint8_t hex_value(char c) {
+    return kHexValue[static_cast<uint8_t>(c)];
+}
+
+// A content hash is varint(size * 2 + packed) and then its bytes; a hash
+// of an even number of lowercase hex digits (SHA-256 and the like) is
+// packed into the bytes the digits spell, half the size.
+void put_hash(std::string &out, const std::string &hash) {
+    uint8_t seen = 0;
+    for (char c : hash)
+        seen |= hex_value(c);
+    bool packed =
+        !hash.empty() && hash.size() % 2 == 0 && (seen & kNotHexBit) == 0;
+    if (!packed) {
+        put_varint(out, uint64_t{hash.size()} << 1);
+        out.append(hash);
+        return;
+    }
+    size_t n = hash.size() / 2;
+    put_varint(out, uint64_t{n} << 1 | 1);
+    size_t at = out.size();
+    out.resize(at + n);
+    for (size_t i = 0; i < n; ++i) {
+        out[at + i] = static_cast<char>(hex_value(hash[2 * i]) << kNibbleBits |
+                                        hex_value(hash[2 * i + 1]));
+    }
+}
+
+bool get_hash(std::string_view &in, std::string &hash) {
+    constexpr char kHexDigits[] = "0123456789abcdef";
+    constexpr unsigned kNibbleMask = 0xf;
+    uint64_t word = 0;
+    if (!get_varint(in, word) || (word >> 1) > in.size())
+        return false;
+    size_t n = word >> 1;
+    if ((word & 1) == 0) {
+        hash.assign(in.data(), n);
+    } else {
+        hash.resize(2 * n);
+        for (size_t i = 0; i < n; ++i) {
+            auto byte = static_cast<uint8_t>(in[i]);
+            hash[2 * i] = kHexDigits[byte >> kNibbleBits];
+            hash[2 * i + 1] = kHexDigits[byte & kNibbleMask];
+        }
+    }
+    in.remove_prefix(n);
+    return true;
+}
+
+void append_face_meta(std::string &out, const face_record &face,
+                      std::string_view db_fingerprint) {
     put_bytes(out, face.person);
     put_bytes(out, face.source);
-    put_bytes(out, face.model_fingerprint);
+    if (face.model_fingerprint == db_fingerprint) {
+        put_varint(out, 0);
+    } else {
+        put_varint(out, face.model_fingerprint.size() + 1);
+        out.append(face.model_fingerprint);
+    }
     char when[sizeof(int64_t)];
     std::memcpy(when, &face.enrolled_at_us, sizeof when);
     out.append(when, sizeof when);
-    put_bytes(out, face.content_hash);
+    put_hash(out, face.content_hash);
 }
 
 }  // namespace
@@ -103,61 +180,111 @@ std::string id_key(uint64_t id) {
     return encode_u64(id);
 }
 
-std::string person_prefix(const std::string &person) {
-    std::string key = person;
+std::string person_prefix(std::string_view person) {
+    std::string key(person);
     key.push_back(kLabelSeparator);
     return key;
 }
 
-std::string person_hash_prefix(const std::string &person,
-                               const std::string &hash) {
+std::string person_key(std::string_view person, uint64_t first_id) {
     std::string key = person_prefix(person);
-    put_bytes(key, hash);
+    key.append(id_key(first_id));
     return key;
-}
-
-void append_person_key(std::string &out, const std::string &person,
-                       const std::string &hash, uint64_t id) {
-    out.append(person);
-    out.push_back(kLabelSeparator);
-    put_bytes(out, hash);
-    out.append(id_key(id));
 }
 
 std::optional<uint64_t> id_of_person_key(std::string_view key,
                                          size_t prefix_size) {
-    if (key.size() < prefix_size)
+    if (key.size() != prefix_size + kIdBytes)
         return std::nullopt;
-    key.remove_prefix(prefix_size);
-    uint64_t hash_size = 0;
-    // Compared without adding, so a corrupt huge size cannot wrap.
-    if (!get_varint(key, hash_size) || hash_size > key.size() ||
-        key.size() - hash_size != kIdBytes) {
-        return std::nullopt;
-    }
-    return decode_u64(key.substr(hash_size));
+    return decode_u64(key.substr(prefix_size));
 }
 
-std::string encode_face_meta(const face_record &face) {
+uint64_t content_digest(std::string_view hash) {
+    constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
+    constexpr uint64_t kFnvPrime = 0x100000001b3ULL;
+    uint64_t h = kFnvOffset;
+    for (char c : hash)
+        h = (h ^ static_cast<uint8_t>(c)) * kFnvPrime;
+    return h;
+}
+
+void append_person_entry(std::string &value, uint64_t previous,
+                         const person_entry &entry) {
+    put_varint(value, (entry.id - previous) << 1 | (entry.hashed ? 1 : 0));
+    if (entry.hashed) {
+        char digest[sizeof(uint64_t)];
+        std::memcpy(digest, &entry.digest, sizeof digest);
+        value.append(digest, sizeof digest);
+    }
+}
+
+void append_person_entry(std::string &value, uint64_t previous, uint64_t id,
+                         std::string_view hash) {
+    person_entry e;
+    e.id = id;
+    e.hashed = !hash.empty();
+    e.digest = e.hashed ? content_digest(hash) : 0;
+    append_person_entry(value, previous, e);
+}
+
+bool decode_person_entries(std::string_view value, uint64_t key_id,
+                           std::vector<person_entry> &entries) {
+    entries.clear();
+    uint64_t id = key_id;
+    while (!value.empty()) {
+        uint64_t word = 0;
+        if (!get_varint(value, word))
+            return false;
+        uint64_t delta = word >> 1;
+        // Compared without adding, so a corrupt huge delta cannot wrap.
+        if (delta > UINT64_MAX - id || (delta == 0 && !entries.empty()))
+            return false;
+        id += delta;
+        person_entry e;
+        e.id = id;
+        e.hashed = (word & 1) != 0;
+        if (e.hashed) {
+            if (value.size() < sizeof(uint64_t))
+                return false;
+            std::memcpy(&e.digest, value.data(), sizeof(uint64_t));
+            value.remove_prefix(sizeof(uint64_t));
+        }
+        entries.push_back(e);
+    }
+    return !entries.empty();
+}
+
+std::string encode_face_meta(const face_record &face,
+                             std::string_view db_fingerprint) {
     std::string out;
-    append_face_meta(out, face);
+    append_face_meta(out, face, db_fingerprint);
     return out;
 }
 
-bool decode_face_meta(std::string_view bytes, face_record &face) {
+bool decode_face_meta(std::string_view bytes, std::string_view db_fingerprint,
+                      face_record &face) {
+    uint64_t fingerprint = 0;
     if (!get_bytes(bytes, face.person) || !get_bytes(bytes, face.source) ||
-        !get_bytes(bytes, face.model_fingerprint) ||
-        bytes.size() < sizeof(int64_t)) {
+        !get_varint(bytes, fingerprint) || fingerprint > bytes.size() + 1) {
         return false;
     }
+    if (fingerprint == 0) {
+        face.model_fingerprint = db_fingerprint;
+    } else {
+        face.model_fingerprint.assign(bytes.data(), fingerprint - 1);
+        bytes.remove_prefix(fingerprint - 1);
+    }
+    if (bytes.size() < sizeof(int64_t))
+        return false;
     std::memcpy(&face.enrolled_at_us, bytes.data(), sizeof(int64_t));
     bytes.remove_prefix(sizeof(int64_t));
-    return get_bytes(bytes, face.content_hash) && bytes.empty();
+    return get_hash(bytes, face.content_hash) && bytes.empty();
 }
 
-void encode_face_value(const face_record &face, std::string &out) {
+void encode_face_value(const face_record &face, std::string_view db_fingerprint,
+                       std::string &out) {
     out.clear();
-    append_face_meta(out, face);
+    append_face_meta(out, face, db_fingerprint);
     out.append(reinterpret_cast<const char *>(face.embedding.data()),
                face.embedding.size() * sizeof(float));
 }

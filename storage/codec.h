@@ -2,18 +2,20 @@
 // binary encodings of its values. Internal to facevec::storage; tests use
 // it to write or inspect records by hand.
 //
-// Column families (schema version 2):
+// Column families (schema version 3):
 //   meta           meta key name -> value (see kMeta* below)
 //   faces          id (8 bytes, big-endian) -> the face's metadata
 //                  (encode_face_meta) followed by its dim float32,
 //                  little-endian: one record per face
-//   persons        person + 0x00 + varint(hash size) + content hash + id
-//                  -> "": a person's faces, and the lookup that lets an
-//                  interrupted enroll resume (hash size 0 when none)
+//   persons        person + 0x00 + id (8 bytes, big-endian) -> the faces
+//                  of that person one write added, the key's id being the
+//                  first of them (see encode_person_entries): a person's
+//                  faces, and the lookup that lets an interrupted enroll
+//                  resume. One key per person per batch, not per face,
+//                  keeps bulk imports cheap.
 //   person_counts  person -> face count (8 bytes, big-endian)
 // Big-endian ids make RocksDB's byte order the id order. Labels never
-// contain 0x00 (validate_label), so "person + 0x00" is a unique prefix;
-// the hash's size before it makes "prefix + size + hash" one too.
+// contain 0x00 (validate_label), so "person + 0x00" is a unique prefix.
 #pragma once
 
 #include <bit>
@@ -21,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "storage/store.h"
 
@@ -63,33 +66,62 @@ std::optional<uint64_t> decode_u64(std::string_view bytes);
 std::string id_key(uint64_t id);
 
 // "person + 0x00", the prefix of every persons key of a person.
-std::string person_prefix(const std::string &person);
-// person + 0x00 + varint(hash size) + hash: the prefix of the persons
-// keys of a person's faces with this content hash.
-std::string person_hash_prefix(const std::string &person,
-                               const std::string &hash);
-// Appends the persons key of face `id` (person_hash_prefix + id) to out.
-void append_person_key(std::string &out, const std::string &person,
-                       const std::string &hash, uint64_t id);
-
-// The id at the end of a persons key that starts with a person prefix of
-// `prefix_size` bytes; nullopt when the rest is not varint(hash size) +
-// hash + 8 bytes.
+std::string person_prefix(std::string_view person);
+// The persons key of the entries whose first face is `first_id`.
+std::string person_key(std::string_view person, uint64_t first_id);
+// The id at the end of a persons key whose person prefix is
+// `prefix_size` bytes; nullopt when 8 bytes do not follow it.
 std::optional<uint64_t> id_of_person_key(std::string_view key,
                                          size_t prefix_size);
 
+// The 64-bit digest (FNV-1a) of a content hash that persons records keep
+// instead of the hash itself. Equal digests are only candidates: the
+// face record holds the full hash to confirm a match.
+uint64_t content_digest(std::string_view hash);
+
+// One face in the value of a persons key.
+struct person_entry {
+    uint64_t id = 0;
+    bool hashed = false;  // false when the face has no content hash
+    uint64_t digest = 0;  // content_digest of its hash when hashed
+};
+
+// Appends one entry to a persons value. `previous` is the id of the
+// value's last entry, or the key's id for the first. REQUIRES: previous
+// <= id < 2^63, and previous < id unless first. Layout per entry:
+// varint((id - previous) * 2 + hashed), then the digest as 8 bytes
+// little-endian when hashed.
+void append_person_entry(std::string &value, uint64_t previous, uint64_t id,
+                         std::string_view hash);
+// The same with the digest already known (rewriting a record).
+void append_person_entry(std::string &value, uint64_t previous,
+                         const person_entry &entry);
+
+// Decodes a persons value under a key with id `key_id` into `entries`
+// (replaced). False when it is empty, truncated, its ids are not
+// increasing or would pass 2^64 - 1.
+bool decode_person_entries(std::string_view value, uint64_t key_id,
+                           std::vector<person_entry> &entries);
+
 // A face's metadata (all of face_record but id and embedding):
-// varint-prefixed person, source, fingerprint and content hash, and the
-// enrollment time as 8 bytes little-endian two's complement.
-std::string encode_face_meta(const face_record &face);
+// varint-prefixed person and source; the model fingerprint as varint 0
+// when it equals the database's (`db_fingerprint`, not repeated per face)
+// or else varint(size + 1) and its bytes; the enrollment time as 8 bytes
+// little-endian two's complement; the content hash as varint(size * 2 +
+// packed) and its bytes, where a hash of an even number of lowercase hex
+// digits is packed into the bytes those digits spell.
+std::string encode_face_meta(const face_record &face,
+                             std::string_view db_fingerprint);
 
 // Fills person, source, model_fingerprint, enrolled_at_us, content_hash.
 // False when `bytes` is truncated or has trailing bytes.
-bool decode_face_meta(std::string_view bytes, face_record &face);
+bool decode_face_meta(std::string_view bytes, std::string_view db_fingerprint,
+                      face_record &face);
 
 // Replaces out with a faces value: the metadata, then the embedding's
 // floats. Reusing `out` across faces avoids an allocation per face.
-void encode_face_value(const face_record &face, std::string &out);
+void encode_face_value(const face_record &face, std::string_view db_fingerprint,
+                       std::string &out);
 
 // Splits a faces value holding `dim` floats into the metadata bytes and
 // the embedding bytes; false when it is shorter than the embedding.

@@ -10,8 +10,10 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <string_view>
 #include <system_error>
 #include <thread>
+#include <unordered_map>
 
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
@@ -62,10 +64,12 @@ constexpr int32_t kPersonSkipListHeight = 12;
 // Ids below 2^32 share these leading key bytes, hence one insert hint.
 constexpr size_t kIdHintPrefixBytes = 4;
 constexpr size_t kScanReadaheadBytes = 4 << 20;
-// Batch bytes reserved per face beside its vector: keys and metadata.
-constexpr size_t kFaceOverheadBytes = 160;
+// Batch bytes per face beside its vector, labels and hashes (keys,
+// varints, the time, record headers), and per batch (counters, header).
+constexpr size_t kFaceOverheadBytes = 64;
+constexpr size_t kBatchOverheadBytes = 256;
 // Schema versions before this one are refused (no migration).
-constexpr uint32_t kOldestReadableSchema = 2;
+constexpr uint32_t kOldestReadableSchema = 3;
 constexpr auto kPurgeWaitLimit = std::chrono::seconds(30);
 constexpr auto kPurgePollInterval = std::chrono::milliseconds(5);
 constexpr const char *kCurrentFileName = "CURRENT";
@@ -449,10 +453,12 @@ struct store::impl {
               internal::encode_u64(persons_n));
     }
 
-    // Puts each person's new face count (stored + added) into b, reading
-    // the stored ones in one MultiGet; counts the persons not stored yet.
-    status add_counts(const std::map<std::string, uint64_t> &added,
-                      rocksdb::WriteBatch &b, uint64_t &new_persons) const {
+    // Puts the new face count (stored + added) of each person in `added`
+    // (a person -> the batch's faces of theirs) into b, reading the stored
+    // ones in one MultiGet; counts the persons not stored yet.
+    status add_counts(
+        const std::map<std::string_view, std::vector<size_t>> &added,
+        rocksdb::WriteBatch &b, uint64_t &new_persons) const {
         std::vector<rocksdb::Slice> keys;
         keys.reserve(added.size());
         for (const auto &entry : added)
@@ -463,20 +469,20 @@ struct store::impl {
                        keys.size(), keys.data(), values.data(), statuses.data(),
                        /*sorted_input=*/true);
         size_t i = 0;
-        for (const auto &[person, n] : added) {
+        for (const auto &[person, members] : added) {
             const rocksdb::Status &st = statuses[i];
             uint64_t before = 0;
             if (st.IsNotFound()) {
                 ++new_persons;
             } else if (!st.ok()) {
                 return from_rocksdb(st, shown + ": reading the face count of " +
-                                            quoted(person));
+                                            quoted(std::string(person)));
             } else {
                 before =
                     internal::decode_u64(values[i].ToStringView()).value_or(0);
             }
-            b.Put(cf(person_counts_family), person,
-                  internal::encode_u64(before + n));
+            b.Put(cf(person_counts_family), keys[i],
+                  internal::encode_u64(before + members.size()));
             ++i;
         }
         return status::ok();
@@ -487,9 +493,22 @@ struct store::impl {
                             shown + ": " + what);
     }
 
+    // Decodes the persons record at `it` (of `person`, whose prefix is
+    // prefix_size bytes) into entries; corruption naming the person.
+    status read_entries(const rocksdb::Iterator &it, size_t prefix_size,
+                        const std::string &person,
+                        std::vector<internal::person_entry> &entries) const;
+
     // The ids of a person's faces, sorted, and their persons keys.
     status faces_of(const std::string &person, std::vector<uint64_t> &ids,
                     std::vector<std::string> &keys) const;
+
+    // Puts into b the change that takes face `id` out of its person's
+    // persons record: the record rewritten without it, or deleted when it
+    // was the record's only face. A corrupt record, or a face no record
+    // lists, is logged and skipped: a damaged index never blocks removal.
+    status unlist_face(const std::string &person, uint64_t id,
+                       rocksdb::WriteBatch &b) const;
     status wait_for_obsolete_files() const;
 };
 
@@ -704,47 +723,47 @@ result<std::vector<uint64_t>> store::put_batch(std::span<face_record> faces) {
     if (faces.empty())
         return std::vector<uint64_t>();
 
-    // New face counts of the persons in the batch.
-    std::map<std::string, uint64_t> counts;
-    for (const face_record &f : faces)
-        ++counts[f.person];
+    // The batch's faces by person, in id order, and the bytes it will
+    // take: a batch reserved too small is copied each time it grows.
+    std::map<std::string_view, std::vector<size_t>> by_person;
     size_t vector_bytes = size_t{s.meta.dim} * sizeof(float);
-    rocksdb::WriteBatch batch(faces.size() *
-                              (vector_bytes + kFaceOverheadBytes));
+    size_t batch_bytes = kBatchOverheadBytes;
+    for (size_t i = 0; i < faces.size(); ++i) {
+        const face_record &f = faces[i];
+        by_person[f.person].push_back(i);
+        batch_bytes += vector_bytes + 2 * f.person.size() + f.source.size() +
+                       f.model_fingerprint.size() + 2 * f.content_hash.size() +
+                       kFaceOverheadBytes;
+    }
+    rocksdb::WriteBatch batch(batch_bytes);
     uint64_t new_persons = 0;
-    FACEVEC_RETURN_IF_ERROR(s.add_counts(counts, batch, new_persons));
+    FACEVEC_RETURN_IF_ERROR(s.add_counts(by_person, batch, new_persons));
 
-    // One faces record per face, in id order, then the persons keys in
-    // key order: a sorted run lets each memtable insert start from the
-    // previous one instead of searching from the top. The keys share one
-    // buffer.
-    std::vector<uint64_t> ids;
-    ids.reserve(faces.size());
-    std::string keys;
-    std::vector<std::pair<size_t, size_t>> key_spans;  // offset, size
-    key_spans.reserve(faces.size());
+    // The faces records in id order, then one persons record per person
+    // in key order: each memtable insert lands next to the previous one.
+    std::vector<uint64_t> ids(faces.size());
     std::string value;
     int64_t now = now_us();
-    for (face_record &f : faces) {
-        uint64_t id = s.next_id + ids.size();
+    for (size_t i = 0; i < faces.size(); ++i) {
+        face_record &f = faces[i];
+        ids[i] = s.next_id + i;
         if (f.enrolled_at_us == 0)
             f.enrolled_at_us = now;
-        internal::encode_face_value(f, value);
-        batch.Put(s.cf(faces_family), internal::id_key(id), value);
-        size_t offset = keys.size();
-        internal::append_person_key(keys, f.person, f.content_hash, id);
-        key_spans.emplace_back(offset, keys.size() - offset);
-        ids.push_back(id);
+        internal::encode_face_value(f, s.meta.model_fingerprint, value);
+        batch.Put(s.cf(faces_family), internal::id_key(ids[i]), value);
     }
-    auto key_at = [&](const std::pair<size_t, size_t> &span) {
-        return rocksdb::Slice(keys.data() + span.first, span.second);
-    };
-    std::sort(key_spans.begin(), key_spans.end(),
-              [&](const auto &a, const auto &b) {
-                  return key_at(a).compare(key_at(b)) < 0;
-              });
-    for (const auto &span : key_spans)
-        batch.Put(s.cf(persons_family), key_at(span), rocksdb::Slice());
+    for (const auto &[person, members] : by_person) {
+        value.clear();
+        uint64_t first = ids[members.front()];
+        uint64_t previous = first;
+        for (size_t i : members) {
+            internal::append_person_entry(value, previous, ids[i],
+                                          faces[i].content_hash);
+            previous = ids[i];
+        }
+        batch.Put(s.cf(persons_family), internal::person_key(person, first),
+                  value);
+    }
     uint64_t next = s.next_id + ids.size();
     uint64_t faces_n = s.faces + ids.size();
     uint64_t persons_n = s.persons + new_persons;
@@ -761,20 +780,31 @@ result<std::vector<uint64_t>> store::put_batch(std::span<face_record> faces) {
     return ids;
 }
 
+status store::impl::read_entries(
+    const rocksdb::Iterator &it, size_t prefix_size, const std::string &person,
+    std::vector<internal::person_entry> &entries) const {
+    auto key_id =
+        internal::id_of_person_key(it.key().ToStringView(), prefix_size);
+    if (!key_id || !internal::decode_person_entries(it.value().ToStringView(),
+                                                    *key_id, entries)) {
+        return corruption(shown + ": bad persons record of " + quoted(person));
+    }
+    return status::ok();
+}
+
 status store::impl::faces_of(const std::string &person,
                              std::vector<uint64_t> &ids,
                              std::vector<std::string> &keys) const {
     std::string prefix = internal::person_prefix(person);
     std::unique_ptr<rocksdb::Iterator> it(
         h.db->NewIterator(rocksdb::ReadOptions(), cf(persons_family)));
+    std::vector<internal::person_entry> entries;
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
          it->Next()) {
-        auto id =
-            internal::id_of_person_key(it->key().ToStringView(), prefix.size());
-        if (!id) {
-            return corruption(shown + ": bad persons key of " + quoted(person));
-        }
-        ids.push_back(*id);
+        FACEVEC_RETURN_IF_ERROR(
+            read_entries(*it, prefix.size(), person, entries));
+        for (const internal::person_entry &e : entries)
+            ids.push_back(e.id);
         keys.push_back(it->key().ToString());
     }
     FACEVEC_RETURN_IF_ERROR(from_rocksdb(
@@ -809,6 +839,48 @@ result<std::vector<uint64_t>> store::remove_person(const std::string &person) {
     return ids;
 }
 
+status store::impl::unlist_face(const std::string &person, uint64_t id,
+                                rocksdb::WriteBatch &b) const {
+    std::string prefix = internal::person_prefix(person);
+    std::unique_ptr<rocksdb::Iterator> it(
+        h.db->NewIterator(rocksdb::ReadOptions(), cf(persons_family)));
+    std::vector<internal::person_entry> entries;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+         it->Next()) {
+        status st = read_entries(*it, prefix.size(), person, entries);
+        if (!st) {
+            logger()->error("{}", st.message());
+            continue;
+        }
+        auto listed = std::find_if(
+            entries.begin(), entries.end(),
+            [id](const internal::person_entry &e) { return e.id == id; });
+        if (listed == entries.end())
+            continue;
+        entries.erase(listed);
+        if (entries.empty()) {
+            b.Delete(cf(persons_family), it->key());
+            return status::ok();
+        }
+        // Deltas stay relative to the key's id, which may now precede the
+        // first entry.
+        uint64_t previous = *internal::id_of_person_key(
+            it->key().ToStringView(), prefix.size());
+        std::string value;
+        for (const internal::person_entry &e : entries) {
+            internal::append_person_entry(value, previous, e);
+            previous = e.id;
+        }
+        b.Put(cf(persons_family), it->key(), value);
+        return status::ok();
+    }
+    FACEVEC_RETURN_IF_ERROR(from_rocksdb(
+        it->status(), shown + ": listing faces of " + quoted(person)));
+    logger()->error("{}: face {} is missing from the persons index of {}",
+                    shown, id, quoted(person));
+    return status::ok();
+}
+
 status store::remove_face(uint64_t id) {
     impl &s = *impl_;
     std::string key = internal::id_key(id);
@@ -823,16 +895,14 @@ status store::remove_face(uint64_t id) {
     std::string_view embedding;
     if (!internal::split_face_value(*bytes.value(), s.meta.dim, meta,
                                     embedding) ||
-        !internal::decode_face_meta(meta, f)) {
+        !internal::decode_face_meta(meta, s.meta.model_fingerprint, f)) {
         return corruption(s.shown + ": face " + std::to_string(id) +
                           ": record is corrupt");
     }
 
     rocksdb::WriteBatch batch;
     batch.Delete(s.cf(faces_family), key);
-    std::string person_key;
-    internal::append_person_key(person_key, f.person, f.content_hash, id);
-    batch.Delete(s.cf(persons_family), person_key);
+    FACEVEC_RETURN_IF_ERROR(s.unlist_face(f.person, id, batch));
 
     // The person's count, and the person itself when this was the last.
     auto count = s.get(person_counts_family, f.person);
@@ -859,14 +929,15 @@ status store::remove_face(uint64_t id) {
 
 namespace {
 
-// Splits a faces record and decodes its metadata into f (and, when
-// `embedding` is given, copies the dim floats there); false when corrupt.
-bool decode_face(std::string_view value, uint32_t dim, face_record &f,
+// Splits a faces record of a database with metadata `db` and decodes
+// its metadata into f (and, when `embedding` is given, copies the dim
+// floats there); false when corrupt.
+bool decode_face(std::string_view value, const db_meta &db, face_record &f,
                  float *embedding) {
     std::string_view meta;
     std::string_view vector;
-    if (!internal::split_face_value(value, dim, meta, vector) ||
-        !internal::decode_face_meta(meta, f)) {
+    if (!internal::split_face_value(value, db.dim, meta, vector) ||
+        !internal::decode_face_meta(meta, db.model_fingerprint, f)) {
         return false;
     }
     if (embedding != nullptr)
@@ -892,7 +963,7 @@ status store::scan(const std::function<status(const face_record &)> &fn,
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
         auto id = internal::decode_u64(it->key().ToStringView());
         if (!id ||
-            !decode_face(it->value().ToStringView(), s.meta.dim, f,
+            !decode_face(it->value().ToStringView(), s.meta, f,
                          with_embedding ? f.embedding.data() : nullptr)) {
             return corruption(s.shown + ": face " +
                               (id ? std::to_string(*id) : "with a bad key") +
@@ -969,7 +1040,7 @@ std::optional<face_record> store::get_face(uint64_t id) const {
     face_record f;
     f.id = id;
     f.embedding.resize(s.meta.dim);
-    if (!decode_face(*bytes.value(), s.meta.dim, f, f.embedding.data())) {
+    if (!decode_face(*bytes.value(), s.meta, f, f.embedding.data())) {
         logger()->error("{}: face {}: record is corrupt", s.shown, id);
         return std::nullopt;
     }
@@ -1009,31 +1080,70 @@ std::vector<bool> store::has_contents(
     std::span<const std::pair<std::string, std::string>> keys) const {
     const impl &s = *impl_;
     std::vector<bool> found(keys.size(), false);
-    if (keys.empty())
+
+    // The digests asked about, by person (in key order, so each seek
+    // lands near the last); each person's records are read once.
+    std::map<std::string_view, std::unordered_multimap<uint64_t, size_t>>
+        wanted;
+    for (size_t i = 0; i < keys.size(); ++i) {
+        if (!keys[i].second.empty()) {
+            wanted[keys[i].first].emplace(
+                internal::content_digest(keys[i].second), i);
+        }
+    }
+    if (wanted.empty())
         return found;
 
-    // Seeks in key order on one iterator: each lands near the last.
-    std::vector<std::pair<std::string, size_t>> prefixes;
-    prefixes.reserve(keys.size());
-    for (size_t i = 0; i < keys.size(); ++i) {
-        prefixes.emplace_back(
-            internal::person_hash_prefix(keys[i].first, keys[i].second), i);
+    // Faces whose digest matches, each with the key it may answer.
+    std::vector<std::pair<uint64_t, size_t>> candidates;
+    {
+        std::unique_ptr<rocksdb::Iterator> it(
+            s.h.db->NewIterator(rocksdb::ReadOptions(), s.cf(persons_family)));
+        std::vector<internal::person_entry> entries;
+        for (const auto &[person, digests] : wanted) {
+            std::string prefix = internal::person_prefix(person);
+            for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+                 it->Next()) {
+                status st = s.read_entries(*it, prefix.size(),
+                                           std::string(person), entries);
+                if (!st) {
+                    logger()->error("{}", st.message());
+                    continue;
+                }
+                for (const internal::person_entry &e : entries) {
+                    if (!e.hashed)
+                        continue;
+                    auto [first, last] = digests.equal_range(e.digest);
+                    for (; first != last; ++first)
+                        candidates.emplace_back(e.id, first->second);
+                }
+            }
+            // A later seek would clear the error: stop at the first.
+            if (!it->status().ok())
+                break;
+        }
+        if (!it->status().ok()) {
+            logger()->error("{}: looking up content hashes: {}", s.shown,
+                            it->status().ToString());
+        }
     }
-    std::sort(prefixes.begin(), prefixes.end());
-    std::unique_ptr<rocksdb::Iterator> it(
-        s.h.db->NewIterator(rocksdb::ReadOptions(), s.cf(persons_family)));
-    for (const auto &[prefix, i] : prefixes) {
-        if (keys[i].second.empty())
+
+    // A digest match is confirmed by the full hash in the face record.
+    std::sort(candidates.begin(), candidates.end());
+    face_record f;
+    for (const auto &[id, i] : candidates) {
+        if (found[i])
             continue;
-        it->Seek(prefix);
-        // A later seek would clear the error: stop at the first.
-        if (!it->status().ok())
-            break;
-        found[i] = it->Valid() && it->key().starts_with(prefix);
-    }
-    if (!it->status().ok()) {
-        logger()->error("{}: looking up content hashes: {}", s.shown,
-                        it->status().ToString());
+        auto bytes = s.get(faces_family, internal::id_key(id));
+        if (!bytes || !bytes.value()) {
+            if (!bytes)
+                logger()->error("{}", bytes.error().to_string());
+            continue;
+        }
+        if (decode_face(*bytes.value(), s.meta, f, nullptr) &&
+            f.person == keys[i].first && f.content_hash == keys[i].second) {
+            found[i] = true;
+        }
     }
     return found;
 }

@@ -35,7 +35,7 @@
 namespace facevec::storage {
 
 // The on-disk layout version this code writes and reads.
-inline constexpr uint32_t kSchemaVersion = 2;
+inline constexpr uint32_t kSchemaVersion = 3;
 
 // A person label is 1 to kMaxLabelBytes bytes of valid UTF-8.
 inline constexpr size_t kMaxLabelBytes = 256;
@@ -160,15 +160,20 @@ class store {
     std::vector<std::pair<std::string, uint64_t>> list_persons(
         const std::string &after, size_t limit) const;
 
-    // True when `person` already has a face with this content hash (one
-    // seek); false for an empty hash. Limitation: a read error is logged and
-    // gives false.
+    // True when `person` already has a face with this content hash; false
+    // for an empty hash. Cost: one seek and a read of the person's
+    // entries in the persons index (a few bytes per face of theirs).
+    // Limitation: a read error or a corrupt entry is logged and gives
+    // false.
     bool has_content(const std::string &person,
                      const std::string &content_hash) const;
 
-    // has_content for many (person, content hash) pairs at once, with one
-    // iterator and the lookups in key order; element i answers keys[i].
-    // Limitation: a read error is logged and gives false.
+    // has_content for many (person, content hash) pairs at once, reading
+    // each person's entries once; element i answers keys[i].
+    // Limitation: a person's entries are read whole, so each call costs
+    // O(faces of the persons asked about): cheap for people, slow when
+    // one label holds millions of faces. A read error is logged and gives
+    // false.
     std::vector<bool> has_contents(
         std::span<const std::pair<std::string, std::string>> keys) const;
 

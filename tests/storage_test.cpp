@@ -476,20 +476,37 @@ TEST(StoreTest, OpenFailsOnNewerSchema) {
                   " (it was written by a newer facevec)");
 }
 
-// A corrupt hash size near 2^64 must not wrap the length check.
-TEST(CodecTest, PersonKeyWithHugeHashSizeIsRejected) {
-    const std::string prefix = internal::person_prefix("alice");
-    std::string key = prefix;
-    // varint(2^64 - 8): 0xf8, eight 0xff, 0x01.
-    key.push_back(static_cast<char>(0xf8));
-    key.append(8, static_cast<char>(0xff));
-    key.push_back(0x01);
-    EXPECT_EQ(internal::id_of_person_key(key, prefix.size()), std::nullopt);
+TEST(CodecTest, PersonEntriesRoundTripAndCorruptValuesAreRejected) {
+    std::string value;
+    internal::append_person_entry(value, 40, 40, "abc");
+    internal::append_person_entry(value, 40, 41, "");
+    internal::append_person_entry(value, 41, 300, "h");
+    std::vector<internal::person_entry> entries;
+    ASSERT_TRUE(internal::decode_person_entries(value, 40, entries));
+    ASSERT_EQ(entries.size(), 3u);
+    EXPECT_EQ(entries[0].id, 40u);
+    EXPECT_TRUE(entries[0].hashed);
+    EXPECT_EQ(entries[0].digest, internal::content_digest("abc"));
+    EXPECT_EQ(entries[1].id, 41u);
+    EXPECT_FALSE(entries[1].hashed);
+    EXPECT_EQ(entries[2].id, 300u);
+    EXPECT_EQ(entries[2].digest, internal::content_digest("h"));
+    EXPECT_NE(internal::content_digest("abc"), internal::content_digest("abd"));
 
-    std::string good;
-    internal::append_person_key(good, "alice", "abc", 42);
-    EXPECT_EQ(internal::id_of_person_key(good, prefix.size()),
-              std::optional<uint64_t>(42));
+    EXPECT_FALSE(internal::decode_person_entries("", 40, entries));
+    // Cut inside the first entry's digest.
+    EXPECT_FALSE(
+        internal::decode_person_entries(value.substr(0, 5), 40, entries));
+    // A second entry with the same id.
+    std::string repeated;
+    internal::append_person_entry(repeated, 7, 7, "");
+    internal::append_person_entry(repeated, 7, 7, "");
+    EXPECT_FALSE(internal::decode_person_entries(repeated, 7, entries));
+    // An id past 2^64 - 1 must not wrap.
+    std::string far;
+    internal::append_person_entry(far, 0, 5, "");
+    EXPECT_FALSE(internal::decode_person_entries(far, UINT64_MAX - 2, entries));
+    EXPECT_TRUE(internal::decode_person_entries(far, UINT64_MAX - 5, entries));
 }
 
 TEST(StoreTest, OpenFailsOnOlderSchemaNamingBothVersions) {
@@ -805,6 +822,69 @@ TEST(StoreTest, ContentHashesAreMatchedWholeAndInBatches) {
               (std::vector<bool>{true, false, true, false}));
 }
 
+TEST(StoreTest, PersonsRecordsSpanBatchesAndSurviveRemovals) {
+    testing::temp_dir dir;
+    std::vector<uint64_t> first;
+    std::vector<uint64_t> second;
+    {
+        auto s = open_ok(dir.str("db"));
+        ASSERT_NE(s, nullptr);
+        first = put_ok(*s, {make_face("alice", 1), make_face("bob", 2),
+                            make_face("alice", 3), make_face("alice", 4)});
+        second = put_ok(*s, {make_face("alice", 5)});
+        ASSERT_EQ(first.size(), 4u);
+        ASSERT_EQ(second.size(), 1u);
+        // A face in the middle of its batch's record, then the first.
+        ASSERT_TRUE(s->remove_face(first[2]).is_ok());
+        ASSERT_TRUE(s->remove_face(first[0]).is_ok());
+    }
+    auto s = open_ok(dir.str("db"), open_options());
+    ASSERT_NE(s, nullptr);
+    std::vector<std::pair<std::string, std::string>> keys;
+    for (uint32_t seed : {1, 3, 4, 5})
+        keys.emplace_back("alice", make_face("alice", seed).content_hash);
+    EXPECT_EQ(s->has_contents(keys),
+              (std::vector<bool>{false, false, true, true}));
+    auto removed = s->remove_person("alice");
+    ASSERT_TRUE(removed.is_ok()) << removed.error().to_string();
+    EXPECT_EQ(removed.value(), (std::vector<uint64_t>{first[3], second[0]}));
+    EXPECT_EQ(s->has_contents(keys), std::vector<bool>(4, false));
+    using person_list = std::vector<std::pair<std::string, uint64_t>>;
+    EXPECT_EQ(s->list_persons("", 10), (person_list{{"bob", 1}}));
+    EXPECT_TRUE(s->has_content("bob", make_face("bob", 2).content_hash));
+}
+
+// A persons record keeps a digest of each hash: a digest that matches is
+// confirmed against the full hash in the face record.
+TEST(StoreTest, ContentDigestMatchesAreConfirmedByTheFullHash) {
+    testing::temp_dir dir;
+    uint64_t id = 0;
+    {
+        auto s = open_ok(dir.str("db"));
+        ASSERT_NE(s, nullptr);
+        face_record f = make_face("alice", 1);
+        f.content_hash = "held";
+        id = put_ok(*s, {f}).at(0);
+    }
+    {
+        // The record now claims the digest of another hash.
+        raw_db raw(dir.str("db"));
+        std::string value;
+        internal::append_person_entry(value, id, id, "claimed");
+        ASSERT_TRUE(raw.db
+                        ->Put(rocksdb::WriteOptions(),
+                              raw.family(internal::kPersonsFamily),
+                              internal::person_key("alice", id), value)
+                        .ok());
+    }
+    auto s = open_ok(dir.str("db"), open_options());
+    ASSERT_NE(s, nullptr);
+    EXPECT_FALSE(s->has_content("alice", "claimed"));
+    EXPECT_FALSE(s->has_content("alice", "held"));
+    EXPECT_TRUE(s->remove_face(id).is_ok());
+    EXPECT_EQ(s->face_count(), 0u);
+}
+
 TEST(StoreTest, LoadFacesGivesEveryFaceInIdOrder) {
     testing::temp_dir dir;
     auto s = open_ok(dir.str("db"));
@@ -985,40 +1065,84 @@ TEST(ValidateLabelTest, RejectsEachBadLabelWithItsReason) {
 TEST(CodecTest, FaceMetaRoundTripsAndRejectsTruncatedBytes) {
     face_record f = make_face("Zoë", 7);
     f.enrolled_at_us = -42;
-    std::string bytes = internal::encode_face_meta(f);
+    std::string bytes = internal::encode_face_meta(f, "another-model");
     face_record back;
-    ASSERT_TRUE(internal::decode_face_meta(bytes, back));
+    ASSERT_TRUE(internal::decode_face_meta(bytes, "another-model", back));
     EXPECT_EQ(back.person, f.person);
     EXPECT_EQ(back.source, f.source);
     EXPECT_EQ(back.model_fingerprint, f.model_fingerprint);
     EXPECT_EQ(back.enrolled_at_us, f.enrolled_at_us);
     EXPECT_EQ(back.content_hash, f.content_hash);
     for (size_t n = 0; n < bytes.size(); ++n) {
-        EXPECT_FALSE(internal::decode_face_meta(bytes.substr(0, n), back)) << n;
+        EXPECT_FALSE(internal::decode_face_meta(bytes.substr(0, n), "", back))
+            << n;
     }
-    EXPECT_FALSE(internal::decode_face_meta(bytes + "x", back));
+    EXPECT_FALSE(internal::decode_face_meta(bytes + "x", "", back));
 }
 
-TEST(CodecTest, PersonKeysCarryTheIdAndKeepHashPrefixesApart) {
-    std::string key;
-    internal::append_person_key(key, "ann", "abc", 42);
+TEST(CodecTest, TheDatabasesFingerprintIsNotRepeatedPerFace) {
+    face_record f = make_face("ann", 7);
+    std::string own = internal::encode_face_meta(f, f.model_fingerprint);
+    std::string other = internal::encode_face_meta(f, "another-model");
+    EXPECT_EQ(own.size() + f.model_fingerprint.size(), other.size());
+    face_record back;
+    ASSERT_TRUE(internal::decode_face_meta(own, f.model_fingerprint, back));
+    EXPECT_EQ(back.model_fingerprint, f.model_fingerprint);
+    ASSERT_TRUE(internal::decode_face_meta(other, "another-model", back));
+    EXPECT_EQ(back.model_fingerprint, f.model_fingerprint);
+
+    // An empty fingerprint in a database that has one is kept empty.
+    f.model_fingerprint.clear();
+    std::string none = internal::encode_face_meta(f, kFingerprint);
+    ASSERT_TRUE(internal::decode_face_meta(none, kFingerprint, back));
+    EXPECT_EQ(back.model_fingerprint, "");
+}
+
+TEST(CodecTest, LowercaseHexHashesArePackedAndRoundTrip) {
+    face_record f = make_face("ann", 7);
+    f.content_hash.clear();
+    const size_t empty = internal::encode_face_meta(f, kFingerprint).size();
+    // Packed: an even number of lowercase hex digits, half the bytes.
+    for (const char *hash : {"00ff7a", "0123456789abcdef"}) {
+        f.content_hash = hash;
+        std::string bytes = internal::encode_face_meta(f, kFingerprint);
+        EXPECT_EQ(bytes.size(), empty + f.content_hash.size() / 2) << hash;
+        face_record back;
+        ASSERT_TRUE(internal::decode_face_meta(bytes, kFingerprint, back));
+        EXPECT_EQ(back.content_hash, hash);
+    }
+    // Kept as they are: odd length, upper case, other characters.
+    for (const char *hash : {"abc", "ABCD", "sha256:12", "0g"}) {
+        f.content_hash = hash;
+        std::string bytes = internal::encode_face_meta(f, kFingerprint);
+        EXPECT_EQ(bytes.size(), empty + f.content_hash.size()) << hash;
+        face_record back;
+        ASSERT_TRUE(internal::decode_face_meta(bytes, kFingerprint, back));
+        EXPECT_EQ(back.content_hash, hash);
+    }
+}
+
+TEST(CodecTest, PersonKeysCarryTheFirstId) {
+    std::string key = internal::person_key("ann", 42);
     std::string prefix = internal::person_prefix("ann");
+    EXPECT_TRUE(key.starts_with(prefix));
     EXPECT_EQ(internal::id_of_person_key(key, prefix.size()), 42u);
-    EXPECT_TRUE(key.starts_with(internal::person_hash_prefix("ann", "abc")));
-    EXPECT_FALSE(key.starts_with(internal::person_hash_prefix("ann", "ab")));
     EXPECT_FALSE(internal::id_of_person_key(key + "x", prefix.size()));
     EXPECT_FALSE(internal::id_of_person_key(key.substr(0, key.size() - 1),
                                             prefix.size()));
+    // Key order is label order, then id order.
+    EXPECT_LT(internal::person_key("ann", 9), internal::person_key("ann", 10));
+    EXPECT_LT(internal::person_key("ann", 99), internal::person_key("anna", 1));
 }
 
 TEST(CodecTest, FaceValueSplitsIntoMetadataAndEmbedding) {
     face_record f = make_face("Zoë", 7);
     std::string value;
-    internal::encode_face_value(f, value);
+    internal::encode_face_value(f, kFingerprint, value);
     std::string_view meta;
     std::string_view embedding;
     ASSERT_TRUE(internal::split_face_value(value, kDim, meta, embedding));
-    EXPECT_EQ(meta, internal::encode_face_meta(f));
+    EXPECT_EQ(meta, internal::encode_face_meta(f, kFingerprint));
     EXPECT_EQ(embedding.size(), kDim * sizeof(float));
     EXPECT_EQ(
         std::memcmp(embedding.data(), f.embedding.data(), embedding.size()), 0);
