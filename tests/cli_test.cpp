@@ -474,6 +474,29 @@ TEST_F(CliTest, TruncatedFvecsFailsNamingTheFileAndRow) {
                               std::to_string(3 * kRecord) + ")");
 }
 
+// A row of another dimension makes the size a non-multiple of the first
+// row's record: the message names that row, not a truncation.
+TEST_F(CliTest, FvecsRowOfAnotherDimensionIsNamed) {
+    write_fvecs(path("a.fvecs"), distinct_rows(2), kDim);
+    write_fvecs(path("b.fvecs"), distinct_rows(kDim + 1), kDim + 1);
+    std::ifstream a(path("a.fvecs"), std::ios::binary);
+    std::ifstream b(path("b.fvecs"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(a)),
+                      std::istreambuf_iterator<char>());
+    bytes.append(std::istreambuf_iterator<char>(b),
+                 std::istreambuf_iterator<char>());
+    std::ofstream(path("in.fvecs"), std::ios::binary) << bytes;
+    write_text(path("in.txt"), "a\nb\nc\n");
+    run_result r = cli({"import", "--db", db_, "--vectors", path("in.fvecs"),
+                        "--labels", path("in.txt")});
+    constexpr size_t kRecord = 4 + kDim * sizeof(float);
+    expect_one_error_line(r, kExitFailure,
+                          path("in.fvecs") + ": row 2 (offset " +
+                              std::to_string(2 * kRecord) + "): dimension " +
+                              std::to_string(kDim + 1) + " differs from row " +
+                              "0's " + std::to_string(kDim));
+}
+
 TEST_F(CliTest, NpyOfAnotherDtypeOrOrderOrRankIsRefused) {
     std::vector<double> d(8, 0.0);
     struct bad_file {

@@ -190,8 +190,28 @@ status vector_reader::parse_fvecs_layout() {
     uint64_t record = kFvecsDimBytes + uint64_t(dim_) * kFloatBytes;
     rows_ = file_bytes_ / record;
     if (file_bytes_ % record != 0)
-        return truncated_at(rows_);
+        return fvecs_size_error();
     return status::ok();
+}
+
+status vector_reader::fvecs_size_error() {
+    uint64_t record = kFvecsDimBytes + uint64_t(dim_) * kFloatBytes;
+    for (uint64_t row = 1; row * record + kFvecsDimBytes <= file_bytes_;
+         ++row) {
+        unsigned char d[kFvecsDimBytes];
+        if (fseeko(file_, off_t(row * record), SEEK_SET) != 0 ||
+            std::fread(d, 1, kFvecsDimBytes, file_) != kFvecsDimBytes) {
+            break;
+        }
+        uint32_t dim = read_le32(d);
+        if (dim != dim_) {
+            return corruption(path_ + ": row " + std::to_string(row) +
+                              " (offset " + std::to_string(row * record) +
+                              "): dimension " + std::to_string(int32_t(dim)) +
+                              " differs from row 0's " + std::to_string(dim_));
+        }
+    }
+    return truncated_at(rows_);
 }
 
 status vector_reader::truncated_at(uint64_t row) const {

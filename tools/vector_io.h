@@ -54,6 +54,10 @@ class vector_reader {
     status parse_fvecs_layout();
     result<size_t> read_fvecs(size_t rows, std::vector<float> &out);
     status truncated_at(uint64_t row) const;
+    // The error for an .fvecs file whose size is not a whole number of
+    // records: the first row whose dimension differs from row 0's, or
+    // else a truncated last row.
+    status fvecs_size_error();
 
     std::string path_;
     std::FILE *file_ = nullptr;
