@@ -658,6 +658,27 @@ TEST_F(CliTest, LabelsInAnyScriptRoundTripUnchanged) {
     EXPECT_EQ(lines_of(read_file(path("out.ids.txt"))).size(), labels.size());
 }
 
+TEST_F(CliTest, FailedExportLeavesNoPartialFiles) {
+    write_npy(path("in.npy"), distinct_rows(3), kDim);
+    write_text(path("in.txt"), "a\nb\nc\n");
+    ASSERT_EQ(cli({"import", "--db", db_, "--vectors", path("in.npy"),
+                   "--labels", path("in.txt")})
+                  .code,
+              0);
+    // The labels file cannot be created: a folder holds its name.
+    std::filesystem::create_directories(path("dump.labels.txt"));
+    run_result r = cli({"export", "--db", db_, "--out", path("dump")});
+    expect_one_error_line(r, kExitFailure, path("dump.labels.txt"));
+    EXPECT_FALSE(std::filesystem::exists(path("dump.npy")));
+    EXPECT_TRUE(std::filesystem::is_directory(path("dump.labels.txt")));
+
+    std::filesystem::remove(path("dump.labels.txt"));
+    r = cli({"export", "--db", db_, "--out", path("dump")});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(std::filesystem::exists(path("dump.npy")));
+    EXPECT_TRUE(std::filesystem::exists(path("dump.labels.txt")));
+}
+
 TEST_F(CliTest, ExportThenImportRebuildsTheSameDatabase) {
     import(distinct_rows(4), {"a", "b", "b", "c"});
     ASSERT_EQ(cli({"export", "--db", db_, "--out", path("dump")}).code, 0);

@@ -894,21 +894,49 @@ result<std::unique_ptr<std::FILE, int (*)(std::FILE *)>> open_text(
     return std::unique_ptr<std::FILE, int (*)(std::FILE *)>(f, &std::fclose);
 }
 
+// Removes the files an export has created unless it finished: a failed
+// export leaves no partial copy of the embeddings behind.
+class export_files {
+  public:
+    export_files() = default;
+    export_files(const export_files &) = delete;
+    export_files &operator=(const export_files &) = delete;
+    ~export_files() {
+        if (done_)
+            return;
+        for (const std::string &path : paths_) {
+            std::error_code ec;
+            std::filesystem::remove(path, ec);
+        }
+    }
+    // Call once `path` has been created.
+    void add(std::string path) { paths_.push_back(std::move(path)); }
+    void keep() { done_ = true; }
+
+  private:
+    std::vector<std::string> paths_;
+    bool done_ = false;
+};
+
 void run_export(const export_options &o) {
     auto e = open_existing(o.db);
     if (!e)
         return fail(e.error());
+    export_files files;
     auto npy = npy_writer::create(o.out + ".npy", (*e)->meta().dim);
     if (!npy)
         return fail(npy.error());
+    files.add(o.out + ".npy");
     auto labels = open_text(o.out + kLabelsSuffix);
     if (!labels)
         return fail(labels.error());
+    files.add(o.out + kLabelsSuffix);
     std::optional<std::unique_ptr<std::FILE, int (*)(std::FILE *)>> ids;
     if (o.ids) {
         auto f = open_text(o.out + ".ids.txt");
         if (!f)
             return fail(f.error());
+        files.add(o.out + ".ids.txt");
         ids = std::move(f).value();
     }
 
@@ -937,6 +965,10 @@ void run_export(const export_options &o) {
     if (std::fflush(labels->get()) != 0) {
         return fail(io_error(o.out + kLabelsSuffix + ": write failed"));
     }
+    if (ids && std::fflush(ids->get()) != 0) {
+        return fail(io_error(o.out + ".ids.txt: write failed"));
+    }
+    files.keep();
     std::printf("exported %llu faces to %s.npy and %s%s\n",
                 static_cast<unsigned long long>(n), o.out.c_str(),
                 o.out.c_str(), kLabelsSuffix);
