@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <string_view>
 #include <system_error>
 #include <thread>
@@ -68,6 +69,9 @@ constexpr size_t kScanReadaheadBytes = 4 << 20;
 // varints, the time, record headers), and per batch (counters, header).
 constexpr size_t kFaceOverheadBytes = 64;
 constexpr size_t kBatchOverheadBytes = 256;
+// A person with at least this many faces has their content digests kept
+// in memory after a lookup (one such person at a time).
+constexpr size_t kCachedPersonFaces = 4096;
 // Schema versions before this one are refused (no migration).
 constexpr uint32_t kOldestReadableSchema = 3;
 constexpr auto kPurgeWaitLimit = std::chrono::seconds(30);
@@ -409,6 +413,19 @@ status check_families(const fs::path &dir, const std::string &shown,
 
 }  // namespace
 
+// The content digests of one person with many faces, so that a long
+// import under one label does not read all of that person's persons
+// records again for every batch. Writes keep it current; `generation`
+// counts them, so a lookup that read the records while a write went on
+// does not install what it read.
+struct digest_cache {
+    std::mutex mutex;
+    uint64_t generation = 0;
+    bool valid = false;
+    std::string person;
+    std::unordered_multimap<uint64_t, uint64_t> ids;  // digest -> face id
+};
+
 struct store::impl {
     std::string shown;  // the path as the caller gave it, for messages
     fs::path dir;
@@ -418,6 +435,66 @@ struct store::impl {
     uint64_t next_id = kFirstId;
     std::atomic<uint64_t> faces{0};
     std::atomic<uint64_t> persons{0};
+    mutable digest_cache cache;
+
+    // When `person` is the cached one, adds a (face id, key index) pair
+    // to `candidates` for every face whose digest is in `digests` and
+    // returns true. Otherwise returns false with the cache's generation,
+    // to hand to cache_person after reading the records.
+    bool cached_candidates(
+        std::string_view person,
+        const std::unordered_multimap<uint64_t, size_t> &digests,
+        std::vector<std::pair<uint64_t, size_t>> &candidates,
+        uint64_t &generation) const {
+        std::lock_guard lock(cache.mutex);
+        if (!cache.valid || cache.person != person) {
+            generation = cache.generation;
+            return false;
+        }
+        for (const auto &[digest, i] : digests) {
+            auto [first, last] = cache.ids.equal_range(digest);
+            for (; first != last; ++first)
+                candidates.emplace_back(first->second, i);
+        }
+        return true;
+    }
+
+    // Makes `person`'s digests (read while the cache was at `generation`)
+    // the cached ones, unless a write came in between.
+    void cache_person(
+        std::string_view person, uint64_t generation,
+        const std::vector<std::pair<uint64_t, uint64_t>> &read) const {
+        std::lock_guard lock(cache.mutex);
+        if (cache.generation != generation)
+            return;
+        cache.valid = true;
+        cache.person = person;
+        cache.ids.clear();
+        cache.ids.reserve(read.size());
+        for (const auto &[digest, id] : read)
+            cache.ids.emplace(digest, id);
+    }
+
+    // After a write that changed `person`'s faces: adds the new faces'
+    // digests to the cache (`added`: id and content hash), or with
+    // `removed` drops the person from it.
+    void note_write(std::string_view person, bool removed,
+                    std::span<const std::pair<uint64_t, std::string_view>>
+                        added = {}) const {
+        std::lock_guard lock(cache.mutex);
+        ++cache.generation;
+        if (!cache.valid || cache.person != person)
+            return;
+        if (removed) {
+            cache.valid = false;
+            cache.ids.clear();
+            return;
+        }
+        for (const auto &[id, hash] : added) {
+            if (!hash.empty())
+                cache.ids.emplace(internal::content_digest(hash), id);
+        }
+    }
 
     rocksdb::ColumnFamilyHandle *cf(family f) const { return h.cf[f]; }
 
@@ -777,6 +854,13 @@ result<std::vector<uint64_t>> store::put_batch(std::span<face_record> faces) {
     s.next_id = next;
     s.faces = faces_n;
     s.persons = persons_n;
+    std::vector<std::pair<uint64_t, std::string_view>> added;
+    for (const auto &[person, members] : by_person) {
+        added.clear();
+        for (size_t i : members)
+            added.emplace_back(ids[i], faces[i].content_hash);
+        s.note_write(person, /*removed=*/false, added);
+    }
     return ids;
 }
 
@@ -834,6 +918,7 @@ result<std::vector<uint64_t>> store::remove_person(const std::string &person) {
     s.put_counters(batch, s.next_id, faces_n, persons_n);
     FACEVEC_RETURN_IF_ERROR(
         s.write(batch, "removing person " + quoted(person)));
+    s.note_write(person, /*removed=*/true);
     s.faces = faces_n;
     s.persons = persons_n;
     return ids;
@@ -922,6 +1007,7 @@ status store::remove_face(uint64_t id) {
     s.put_counters(batch, s.next_id, faces_n, persons_n);
     FACEVEC_RETURN_IF_ERROR(
         s.write(batch, "removing face " + std::to_string(id)));
+    s.note_write(f.person, /*removed=*/true);
     s.faces = faces_n;
     s.persons = persons_n;
     return status::ok();
@@ -1100,7 +1186,12 @@ std::vector<bool> store::has_contents(
         std::unique_ptr<rocksdb::Iterator> it(
             s.h.db->NewIterator(rocksdb::ReadOptions(), s.cf(persons_family)));
         std::vector<internal::person_entry> entries;
+        std::vector<std::pair<uint64_t, uint64_t>> read;  // digest, id
         for (const auto &[person, digests] : wanted) {
+            uint64_t generation = 0;
+            if (s.cached_candidates(person, digests, candidates, generation))
+                continue;
+            read.clear();
             std::string prefix = internal::person_prefix(person);
             for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
                  it->Next()) {
@@ -1116,11 +1207,14 @@ std::vector<bool> store::has_contents(
                     auto [first, last] = digests.equal_range(e.digest);
                     for (; first != last; ++first)
                         candidates.emplace_back(e.id, first->second);
+                    read.emplace_back(e.digest, e.id);
                 }
             }
             // A later seek would clear the error: stop at the first.
             if (!it->status().ok())
                 break;
+            if (read.size() >= kCachedPersonFaces)
+                s.cache_person(person, generation, read);
         }
         if (!it->status().ok()) {
             logger()->error("{}: looking up content hashes: {}", s.shown,

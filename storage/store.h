@@ -169,11 +169,11 @@ class store {
                      const std::string &content_hash) const;
 
     // has_content for many (person, content hash) pairs at once, reading
-    // each person's entries once; element i answers keys[i].
-    // Limitation: a person's entries are read whole, so each call costs
-    // O(faces of the persons asked about): cheap for people, slow when
-    // one label holds millions of faces. A read error is logged and gives
-    // false.
+    // each person's entries once; element i answers keys[i]. The digests
+    // of one person with thousands of faces stay in memory after a lookup
+    // (about 50 bytes a face), so a long import under one label reads
+    // their entries once, not per batch. Limitation: a read error is
+    // logged and gives false.
     std::vector<bool> has_contents(
         std::span<const std::pair<std::string, std::string>> keys) const;
 

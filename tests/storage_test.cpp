@@ -854,6 +854,51 @@ TEST(StoreTest, PersonsRecordsSpanBatchesAndSurviveRemovals) {
     EXPECT_TRUE(s->has_content("bob", make_face("bob", 2).content_hash));
 }
 
+// A person with thousands of faces has their digests cached after the
+// first lookup; later batches, removals and lookups keep the answers right.
+TEST(StoreTest, ContentLookupsStayRightForAPersonWithManyFaces) {
+    constexpr uint32_t kBatches = 5;
+    constexpr uint32_t kPerBatch = 1000;
+    testing::temp_dir dir;
+    auto s = open_ok(dir.str("db"));
+    ASSERT_NE(s, nullptr);
+    auto batch_of = [&](uint32_t b) {
+        std::vector<face_record> faces;
+        for (uint32_t i = 0; i < kPerBatch; ++i)
+            faces.push_back(make_face("crowd", b * kPerBatch + i));
+        return faces;
+    };
+    auto hash_of = [](uint32_t seed) {
+        return make_face("crowd", seed).content_hash;
+    };
+    std::vector<uint64_t> ids;
+    for (uint32_t b = 0; b < kBatches; ++b) {
+        auto got = put_ok(*s, batch_of(b));
+        ids.insert(ids.end(), got.begin(), got.end());
+    }
+    const uint32_t total = kBatches * kPerBatch;
+    std::vector<std::pair<std::string, std::string>> keys = {
+        {"crowd", hash_of(0)},
+        {"crowd", hash_of(total - 1)},
+        {"crowd", hash_of(total)},
+        {"crowd", hash_of(total + 1)}};
+    EXPECT_EQ(s->has_contents(keys),
+              (std::vector<bool>{true, true, false, false}));
+    // A batch written after the lookup is seen by the next one.
+    put_ok(*s, {make_face("crowd", total), make_face("other", total + 1)});
+    EXPECT_EQ(s->has_contents(keys),
+              (std::vector<bool>{true, true, true, false}));
+    // So is a removal.
+    ASSERT_TRUE(s->remove_face(ids[0]).is_ok());
+    EXPECT_EQ(s->has_contents(keys),
+              (std::vector<bool>{false, true, true, false}));
+    EXPECT_EQ(s->has_contents(keys),
+              (std::vector<bool>{false, true, true, false}));
+    ASSERT_TRUE(s->remove_person("crowd").is_ok());
+    EXPECT_EQ(s->has_contents(keys), std::vector<bool>(4, false));
+    EXPECT_TRUE(s->has_content("other", hash_of(total + 1)));
+}
+
 // A persons record keeps a digest of each hash: a digest that matches is
 // confirmed against the full hash in the face record.
 TEST(StoreTest, ContentDigestMatchesAreConfirmedByTheFullHash) {
