@@ -243,7 +243,10 @@ result<enroll_report> engine::enroll(std::span<const enroll_item> items,
             if (!items[i].content_hash.empty())
                 keys.emplace_back(items[i].person, items[i].content_hash);
         }
-        std::vector<bool> stored = impl_->store->has_contents(keys);
+        auto looked_up = impl_->store->has_contents(keys);
+        if (!looked_up)
+            return looked_up.error();
+        const std::vector<bool> &stored = looked_up.value();
         std::set<std::pair<std::string, std::string>> seen;
         std::vector<storage::face_record> records;
         records.reserve(valid.size());

@@ -227,31 +227,33 @@ void append_person_entry(std::string &value, uint64_t previous, uint64_t id,
     append_person_entry(value, previous, e);
 }
 
-bool decode_person_entries(std::string_view value, uint64_t key_id,
-                           std::vector<person_entry> &entries) {
+const char *decode_person_entries(std::string_view value,
+                                  std::vector<person_entry> &entries) {
     entries.clear();
-    uint64_t id = key_id;
+    if (value.empty())
+        return "no entries";
+    uint64_t id = 0;
     while (!value.empty()) {
         uint64_t word = 0;
         if (!get_varint(value, word))
-            return false;
+            return "truncated entry";
         uint64_t delta = word >> 1;
         // Compared without adding, so a corrupt huge delta cannot wrap.
-        if (delta > UINT64_MAX - id || (delta == 0 && !entries.empty()))
-            return false;
+        if (delta == 0 || delta > UINT64_MAX - id)
+            return "ids not increasing";
         id += delta;
         person_entry e;
         e.id = id;
         e.hashed = (word & 1) != 0;
         if (e.hashed) {
             if (value.size() < sizeof(uint64_t))
-                return false;
+                return "truncated entry";
             std::memcpy(&e.digest, value.data(), sizeof(uint64_t));
             value.remove_prefix(sizeof(uint64_t));
         }
         entries.push_back(e);
     }
-    return !entries.empty();
+    return nullptr;
 }
 
 std::string encode_face_meta(const face_record &face,

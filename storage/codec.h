@@ -7,12 +7,14 @@
 //   faces          id (8 bytes, big-endian) -> the face's metadata
 //                  (encode_face_meta) followed by its dim float32,
 //                  little-endian: one record per face
-//   persons        person + 0x00 + id (8 bytes, big-endian) -> the faces
-//                  of that person one write added, the key's id being the
-//                  first of them (see encode_person_entries): a person's
-//                  faces, and the lookup that lets an interrupted enroll
-//                  resume. One key per person per batch, not per face,
-//                  keeps bulk imports cheap.
+//   persons        person + 0x00 + id (8 bytes, big-endian) -> a run of
+//                  that person's faces from one write, the key's id being
+//                  the last of them when written (see append_person_entry):
+//                  a person's faces, and the lookup that lets an
+//                  interrupted enroll resume. A few keys per person per
+//                  batch, not one per face, keep bulk imports cheap; runs
+//                  never overlap, so the first key at or after
+//                  person_key(person, id) holds face id if any does.
 //   person_counts  person -> face count (8 bytes, big-endian)
 // Big-endian ids make RocksDB's byte order the id order. Labels never
 // contain 0x00 (validate_label), so "person + 0x00" is a unique prefix.
@@ -87,21 +89,20 @@ struct person_entry {
 };
 
 // Appends one entry to a persons value. `previous` is the id of the
-// value's last entry, or the key's id for the first. REQUIRES: previous
-// <= id < 2^63, and previous < id unless first. Layout per entry:
-// varint((id - previous) * 2 + hashed), then the digest as 8 bytes
-// little-endian when hashed.
+// value's last entry, or 0 for the first. REQUIRES: previous < id < 2^63.
+// Layout per entry: varint((id - previous) * 2 + hashed), then the
+// digest as 8 bytes little-endian when hashed.
 void append_person_entry(std::string &value, uint64_t previous, uint64_t id,
                          std::string_view hash);
 // The same with the digest already known (rewriting a record).
 void append_person_entry(std::string &value, uint64_t previous,
                          const person_entry &entry);
 
-// Decodes a persons value under a key with id `key_id` into `entries`
-// (replaced). False when it is empty, truncated, its ids are not
-// increasing or would pass 2^64 - 1.
-bool decode_person_entries(std::string_view value, uint64_t key_id,
-                           std::vector<person_entry> &entries);
+// Decodes a persons value into `entries` (replaced). Returns nullptr when
+// it decodes, else what is wrong: it is empty, an entry is truncated, or
+// its ids are not increasing or pass 2^64 - 1.
+const char *decode_person_entries(std::string_view value,
+                                  std::vector<person_entry> &entries);
 
 // A face's metadata (all of face_record but id and embedding):
 // varint-prefixed person and source; the model fingerprint as varint 0

@@ -69,6 +69,11 @@ constexpr size_t kScanReadaheadBytes = 4 << 20;
 // varints, the time, record headers), and per batch (counters, header).
 constexpr size_t kFaceOverheadBytes = 64;
 constexpr size_t kBatchOverheadBytes = 256;
+// Faces per persons record at most: removing one face rewrites its
+// record, so a record stays a few kilobytes.
+constexpr size_t kMaxEntriesPerRecord = 512;
+// Ids stay below 2^63, so a persons entry's varint(delta * 2) fits.
+constexpr uint64_t kMaxId = (uint64_t{1} << 63) - 1;
 // A person with at least this many faces has their content digests kept
 // in memory after a lookup (one such person at a time).
 constexpr size_t kCachedPersonFaces = 4096;
@@ -437,20 +442,23 @@ struct store::impl {
     std::atomic<uint64_t> persons{0};
     mutable digest_cache cache;
 
+    // The cache's generation: take it before reading the records that
+    // cache_person may install.
+    uint64_t cache_generation() const {
+        std::lock_guard lock(cache.mutex);
+        return cache.generation;
+    }
+
     // When `person` is the cached one, adds a (face id, key index) pair
     // to `candidates` for every face whose digest is in `digests` and
-    // returns true. Otherwise returns false with the cache's generation,
-    // to hand to cache_person after reading the records.
+    // returns true; false otherwise.
     bool cached_candidates(
         std::string_view person,
         const std::unordered_multimap<uint64_t, size_t> &digests,
-        std::vector<std::pair<uint64_t, size_t>> &candidates,
-        uint64_t &generation) const {
+        std::vector<std::pair<uint64_t, size_t>> &candidates) const {
         std::lock_guard lock(cache.mutex);
-        if (!cache.valid || cache.person != person) {
-            generation = cache.generation;
+        if (!cache.valid || cache.person != person)
             return false;
-        }
         for (const auto &[digest, i] : digests) {
             auto [first, last] = cache.ids.equal_range(digest);
             for (; first != last; ++first)
@@ -571,7 +579,8 @@ struct store::impl {
     }
 
     // Decodes the persons record at `it` (of `person`, whose prefix is
-    // prefix_size bytes) into entries; corruption naming the person.
+    // prefix_size bytes) into entries; corruption naming the person, the
+    // record and what is wrong.
     status read_entries(const rocksdb::Iterator &it, size_t prefix_size,
                         const std::string &person,
                         std::vector<internal::person_entry> &entries) const;
@@ -580,10 +589,20 @@ struct store::impl {
     status faces_of(const std::string &person, std::vector<uint64_t> &ids,
                     std::vector<std::string> &keys) const;
 
+    // The same found without the persons index (for when it is damaged):
+    // every persons key under the person's prefix, decodable or not, and
+    // the ids of the faces records that name the person. Cost: reads the
+    // whole faces family.
+    status faces_of_by_scan(const std::string &person,
+                            std::vector<uint64_t> &ids,
+                            std::vector<std::string> &keys) const;
+
     // Puts into b the change that takes face `id` out of its person's
     // persons record: the record rewritten without it, or deleted when it
-    // was the record's only face. A corrupt record, or a face no record
-    // lists, is logged and skipped: a damaged index never blocks removal.
+    // was the record's only face. One seek finds the record; the person's
+    // other records are read only when it is not there. A corrupt record,
+    // or a face no record lists, is logged and skipped: a damaged index
+    // never blocks removal.
     status unlist_face(const std::string &person, uint64_t id,
                        rocksdb::WriteBatch &b) const;
     status wait_for_obsolete_files() const;
@@ -799,6 +818,11 @@ result<std::vector<uint64_t>> store::put_batch(std::span<face_record> faces) {
     FACEVEC_RETURN_IF_ERROR(check_batch(faces, s.meta.dim));
     if (faces.empty())
         return std::vector<uint64_t>();
+    if (faces.size() > kMaxId - s.next_id) {
+        return status(error_code::resource_exhausted,
+                      s.shown + ": face ids are used up (next id " +
+                          std::to_string(s.next_id) + ")");
+    }
 
     // The batch's faces by person, in id order, and the bytes it will
     // take: a batch reserved too small is copied each time it grows.
@@ -816,8 +840,9 @@ result<std::vector<uint64_t>> store::put_batch(std::span<face_record> faces) {
     uint64_t new_persons = 0;
     FACEVEC_RETURN_IF_ERROR(s.add_counts(by_person, batch, new_persons));
 
-    // The faces records in id order, then one persons record per person
-    // in key order: each memtable insert lands next to the previous one.
+    // The faces records in id order, then each person's records (a run of
+    // at most kMaxEntriesPerRecord faces each, keyed by its last id) in
+    // key order: each memtable insert lands next to the previous one.
     std::vector<uint64_t> ids(faces.size());
     std::string value;
     int64_t now = now_us();
@@ -830,16 +855,20 @@ result<std::vector<uint64_t>> store::put_batch(std::span<face_record> faces) {
         batch.Put(s.cf(faces_family), internal::id_key(ids[i]), value);
     }
     for (const auto &[person, members] : by_person) {
-        value.clear();
-        uint64_t first = ids[members.front()];
-        uint64_t previous = first;
-        for (size_t i : members) {
-            internal::append_person_entry(value, previous, ids[i],
-                                          faces[i].content_hash);
-            previous = ids[i];
+        for (size_t from = 0; from < members.size();
+             from += kMaxEntriesPerRecord) {
+            size_t to = std::min(members.size(), from + kMaxEntriesPerRecord);
+            value.clear();
+            uint64_t previous = 0;
+            for (size_t m = from; m < to; ++m) {
+                size_t i = members[m];
+                internal::append_person_entry(value, previous, ids[i],
+                                              faces[i].content_hash);
+                previous = ids[i];
+            }
+            batch.Put(s.cf(persons_family),
+                      internal::person_key(person, previous), value);
         }
-        batch.Put(s.cf(persons_family), internal::person_key(person, first),
-                  value);
     }
     uint64_t next = s.next_id + ids.size();
     uint64_t faces_n = s.faces + ids.size();
@@ -869,9 +898,20 @@ status store::impl::read_entries(
     std::vector<internal::person_entry> &entries) const {
     auto key_id =
         internal::id_of_person_key(it.key().ToStringView(), prefix_size);
-    if (!key_id || !internal::decode_person_entries(it.value().ToStringView(),
-                                                    *key_id, entries)) {
-        return corruption(shown + ": bad persons record of " + quoted(person));
+    std::string what = shown + ": bad persons record of " + quoted(person);
+    if (!key_id) {
+        return corruption(what + ": its key has " +
+                          std::to_string(it.key().size()) + " bytes");
+    }
+    what += " (last id " + std::to_string(*key_id) + ")";
+    const char *why =
+        internal::decode_person_entries(it.value().ToStringView(), entries);
+    if (why != nullptr)
+        return corruption(what + ": " + why);
+    if (entries.back().id > *key_id) {
+        return corruption(what + ": lists face " +
+                          std::to_string(entries.back().id) +
+                          ", past its key's id");
     }
     return status::ok();
 }
@@ -897,12 +937,63 @@ status store::impl::faces_of(const std::string &person,
     return status::ok();
 }
 
+status store::impl::faces_of_by_scan(const std::string &person,
+                                     std::vector<uint64_t> &ids,
+                                     std::vector<std::string> &keys) const {
+    rocksdb::ManagedSnapshot snapshot(h.db);
+    rocksdb::ReadOptions ro = internal::bulk_read_options();
+    ro.snapshot = snapshot.snapshot();
+    std::string prefix = internal::person_prefix(person);
+    std::unique_ptr<rocksdb::Iterator> it(
+        h.db->NewIterator(ro, cf(persons_family)));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+         it->Next()) {
+        keys.push_back(it->key().ToString());
+    }
+    FACEVEC_RETURN_IF_ERROR(from_rocksdb(
+        it->status(), shown + ": listing faces of " + quoted(person)));
+
+    it.reset(h.db->NewIterator(ro, cf(faces_family)));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        auto id = internal::decode_u64(it->key().ToStringView());
+        std::string_view face_meta;
+        std::string_view vector;
+        std::string_view label;
+        if (id &&
+            internal::split_face_value(it->value().ToStringView(), meta.dim,
+                                       face_meta, vector) &&
+            internal::decode_face_person(face_meta, label) && label == person) {
+            ids.push_back(*id);
+        }
+    }
+    return from_rocksdb(it->status(),
+                        shown + ": scanning faces of " + quoted(person));
+}
+
 result<std::vector<uint64_t>> store::remove_person(const std::string &person) {
     impl &s = *impl_;
     std::vector<uint64_t> ids;
     std::vector<std::string> keys;
-    FACEVEC_RETURN_IF_ERROR(s.faces_of(person, ids, keys));
-    if (ids.empty()) {
+    auto count = s.get(person_counts_family, person);
+    FACEVEC_RETURN_IF_ERROR(count.error());
+    uint64_t expected =
+        count.value() ? internal::decode_u64(*count.value()).value_or(0) : 0;
+    status listed = s.faces_of(person, ids, keys);
+    if (!listed || ids.size() != expected) {
+        // The persons index is damaged: find the faces the long way, so
+        // that a person can always be removed.
+        logger()->warn("{}; finding the faces of {} by a full scan",
+                       listed ? s.shown + ": the persons index lists " +
+                                    std::to_string(ids.size()) + " faces of " +
+                                    quoted(person) + ", its count says " +
+                                    std::to_string(expected)
+                              : listed.message(),
+                       quoted(person));
+        ids.clear();
+        keys.clear();
+        FACEVEC_RETURN_IF_ERROR(s.faces_of_by_scan(person, ids, keys));
+    }
+    if (ids.empty() && keys.empty() && !count.value()) {
         return not_found("person not found: " + quoted(person));
     }
 
@@ -913,8 +1004,8 @@ result<std::vector<uint64_t>> store::remove_person(const std::string &person) {
         batch.Delete(s.cf(persons_family), key);
     batch.Delete(s.cf(person_counts_family), person);
 
-    uint64_t faces_n = s.faces - ids.size();
-    uint64_t persons_n = s.persons - 1;
+    uint64_t faces_n = s.faces - std::min<uint64_t>(s.faces, ids.size());
+    uint64_t persons_n = s.persons - (count.value() && s.persons > 0 ? 1 : 0);
     s.put_counters(batch, s.next_id, faces_n, persons_n);
     FACEVEC_RETURN_IF_ERROR(
         s.write(batch, "removing person " + quoted(person)));
@@ -930,39 +1021,51 @@ status store::impl::unlist_face(const std::string &person, uint64_t id,
     std::unique_ptr<rocksdb::Iterator> it(
         h.db->NewIterator(rocksdb::ReadOptions(), cf(persons_family)));
     std::vector<internal::person_entry> entries;
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
-         it->Next()) {
+    bool damaged = false;
+    // Takes the face out of the record at `it` when it lists it.
+    auto unlist_here = [&] {
         status st = read_entries(*it, prefix.size(), person, entries);
         if (!st) {
             logger()->error("{}", st.message());
-            continue;
+            damaged = true;
+            return false;
         }
         auto listed = std::find_if(
             entries.begin(), entries.end(),
             [id](const internal::person_entry &e) { return e.id == id; });
         if (listed == entries.end())
-            continue;
+            return false;
         entries.erase(listed);
         if (entries.empty()) {
             b.Delete(cf(persons_family), it->key());
-            return status::ok();
+            return true;
         }
-        // Deltas stay relative to the key's id, which may now precede the
-        // first entry.
-        uint64_t previous = *internal::id_of_person_key(
-            it->key().ToStringView(), prefix.size());
         std::string value;
+        uint64_t previous = 0;
         for (const internal::person_entry &e : entries) {
             internal::append_person_entry(value, previous, e);
             previous = e.id;
         }
         b.Put(cf(persons_family), it->key(), value);
+        return true;
+    };
+
+    // Runs never overlap: the first key at or after the face's own holds
+    // it, unless the index is damaged.
+    it->Seek(internal::person_key(person, id));
+    if (it->Valid() && it->key().starts_with(prefix) && unlist_here())
         return status::ok();
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+         it->Next()) {
+        if (unlist_here())
+            return status::ok();
     }
     FACEVEC_RETURN_IF_ERROR(from_rocksdb(
         it->status(), shown + ": listing faces of " + quoted(person)));
-    logger()->error("{}: face {} is missing from the persons index of {}",
-                    shown, id, quoted(person));
+    if (!damaged) {
+        logger()->error("{}: face {} is missing from the persons index of {}",
+                        shown, id, quoted(person));
+    }
     return status::ok();
 }
 
@@ -1159,10 +1262,15 @@ std::vector<std::pair<std::string, uint64_t>> store::list_persons(
 bool store::has_content(const std::string &person,
                         const std::string &content_hash) const {
     const std::pair<std::string, std::string> key(person, content_hash);
-    return has_contents(std::span(&key, 1)).front();
+    auto found = has_contents(std::span(&key, 1));
+    if (!found) {
+        logger()->error("{}", found.error().message());
+        return false;
+    }
+    return found.value().front();
 }
 
-std::vector<bool> store::has_contents(
+result<std::vector<bool>> store::has_contents(
     std::span<const std::pair<std::string, std::string>> keys) const {
     const impl &s = *impl_;
     std::vector<bool> found(keys.size(), false);
@@ -1180,64 +1288,74 @@ std::vector<bool> store::has_contents(
     if (wanted.empty())
         return found;
 
+    // The cache's generation before the snapshot: a write after it bumps
+    // the generation, so what this call reads is never cached as newer.
+    uint64_t generation = s.cache_generation();
+    rocksdb::ManagedSnapshot snapshot(s.h.db);
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot.snapshot();
+
     // Faces whose digest matches, each with the key it may answer.
     std::vector<std::pair<uint64_t, size_t>> candidates;
-    {
-        std::unique_ptr<rocksdb::Iterator> it(
-            s.h.db->NewIterator(rocksdb::ReadOptions(), s.cf(persons_family)));
-        std::vector<internal::person_entry> entries;
-        std::vector<std::pair<uint64_t, uint64_t>> read;  // digest, id
-        for (const auto &[person, digests] : wanted) {
-            uint64_t generation = 0;
-            if (s.cached_candidates(person, digests, candidates, generation))
-                continue;
-            read.clear();
-            std::string prefix = internal::person_prefix(person);
-            for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
-                 it->Next()) {
-                status st = s.read_entries(*it, prefix.size(),
-                                           std::string(person), entries);
-                if (!st) {
-                    logger()->error("{}", st.message());
+    std::unique_ptr<rocksdb::Iterator> it(
+        s.h.db->NewIterator(ro, s.cf(persons_family)));
+    std::vector<internal::person_entry> entries;
+    std::vector<std::pair<uint64_t, uint64_t>> read;  // digest, id
+    for (const auto &[person, digests] : wanted) {
+        if (s.cached_candidates(person, digests, candidates))
+            continue;
+        read.clear();
+        const std::string label(person);
+        std::string prefix = internal::person_prefix(person);
+        for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+             it->Next()) {
+            FACEVEC_RETURN_IF_ERROR(
+                s.read_entries(*it, prefix.size(), label, entries));
+            for (const internal::person_entry &e : entries) {
+                if (!e.hashed)
                     continue;
-                }
-                for (const internal::person_entry &e : entries) {
-                    if (!e.hashed)
-                        continue;
-                    auto [first, last] = digests.equal_range(e.digest);
-                    for (; first != last; ++first)
-                        candidates.emplace_back(e.id, first->second);
-                    read.emplace_back(e.digest, e.id);
-                }
+                auto [first, last] = digests.equal_range(e.digest);
+                for (; first != last; ++first)
+                    candidates.emplace_back(e.id, first->second);
+                read.emplace_back(e.digest, e.id);
             }
-            // A later seek would clear the error: stop at the first.
-            if (!it->status().ok())
-                break;
-            if (read.size() >= kCachedPersonFaces)
-                s.cache_person(person, generation, read);
         }
-        if (!it->status().ok()) {
-            logger()->error("{}: looking up content hashes: {}", s.shown,
-                            it->status().ToString());
-        }
+        FACEVEC_RETURN_IF_ERROR(
+            from_rocksdb(it->status(), s.shown +
+                                           ": looking up the content "
+                                           "hashes of " +
+                                           quoted(label)));
+        if (read.size() >= kCachedPersonFaces)
+            s.cache_person(person, generation, read);
     }
+    if (candidates.empty())
+        return found;
 
-    // A digest match is confirmed by the full hash in the face record.
+    // A digest match is confirmed by the full hash in the face record,
+    // all read at once in id order.
     std::sort(candidates.begin(), candidates.end());
+    std::vector<std::string> id_keys;
+    id_keys.reserve(candidates.size());
+    for (const auto &candidate : candidates)
+        id_keys.push_back(internal::id_key(candidate.first));
+    std::vector<rocksdb::Slice> slices(id_keys.begin(), id_keys.end());
+    std::vector<rocksdb::PinnableSlice> values(slices.size());
+    std::vector<rocksdb::Status> statuses(slices.size());
+    s.h.db->MultiGet(ro, s.cf(faces_family), slices.size(), slices.data(),
+                     values.data(), statuses.data(), /*sorted_input=*/true);
     face_record f;
-    for (const auto &[id, i] : candidates) {
-        if (found[i])
+    for (size_t c = 0; c < candidates.size(); ++c) {
+        auto [id, i] = candidates[c];
+        if (statuses[c].IsNotFound())
             continue;
-        auto bytes = s.get(faces_family, internal::id_key(id));
-        if (!bytes || !bytes.value()) {
-            if (!bytes)
-                logger()->error("{}", bytes.error().to_string());
-            continue;
+        FACEVEC_RETURN_IF_ERROR(from_rocksdb(
+            statuses[c], s.shown + ": reading face " + std::to_string(id)));
+        if (!decode_face(values[c].ToStringView(), s.meta, f, nullptr)) {
+            return corruption(s.shown + ": face " + std::to_string(id) +
+                              ": record is corrupt");
         }
-        if (decode_face(*bytes.value(), s.meta, f, nullptr) &&
-            f.person == keys[i].first && f.content_hash == keys[i].second) {
+        if (f.person == keys[i].first && f.content_hash == keys[i].second)
             found[i] = true;
-        }
     }
     return found;
 }

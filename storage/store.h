@@ -113,13 +113,18 @@ class store {
 
     // Deletes every record of `person` (embeddings, metadata, indexes,
     // content hashes) in one atomic write and returns their ids in id
-    // order; not_found when the person has no faces. The bytes stay in
-    // RocksDB's files until compaction or purge() (see the README).
+    // order; not_found when the person has no faces. When the persons
+    // index is damaged (a record cannot be decoded, or it lists fewer
+    // faces than the person's count), the faces are found by a scan of
+    // every face record instead, so that a person can always be removed. The
+    // bytes stay in RocksDB's files until compaction or purge() (see the
+    // README).
     result<std::vector<uint64_t>> remove_person(const std::string &person);
 
     // Deletes every record of one face in one atomic write, and the
     // person with it when it was their last face; not_found when there
-    // is no such id.
+    // is no such id. Cost: two reads, a seek and the rewrite of one
+    // persons record (at most 512 faces).
     status remove_face(uint64_t id);
 
     // Calls fn for every face in id order, on one snapshot. Stops early
@@ -163,18 +168,20 @@ class store {
     // True when `person` already has a face with this content hash; false
     // for an empty hash. Cost: one seek and a read of the person's
     // entries in the persons index (a few bytes per face of theirs).
-    // Limitation: a read error or a corrupt entry is logged and gives
-    // false.
+    // Limitation: an error (see has_contents) is logged and gives false.
     bool has_content(const std::string &person,
                      const std::string &content_hash) const;
 
-    // has_content for many (person, content hash) pairs at once, reading
-    // each person's entries once; element i answers keys[i]. The digests
-    // of one person with thousands of faces stay in memory after a lookup
-    // (about 50 bytes a face), so a long import under one label reads
-    // their entries once, not per batch. Limitation: a read error is
-    // logged and gives false.
-    std::vector<bool> has_contents(
+    // has_content for many (person, content hash) pairs at once, on one
+    // snapshot, reading each person's entries once; element i answers
+    // keys[i]. The digests of one person with thousands of faces stay in
+    // memory after a lookup (about 50 bytes a face), so a long import
+    // under one label reads their entries once, not per batch.
+    // corruption (naming the person, the record and what is wrong) when a
+    // persons record or a matching face record cannot be decoded, so that
+    // a damaged index stops an enroll rather than letting it enroll
+    // duplicates; io_error when RocksDB cannot read.
+    result<std::vector<bool>> has_contents(
         std::span<const std::pair<std::string, std::string>> keys) const;
 
     // Counts kept in memory and in the metadata, updated in each write's

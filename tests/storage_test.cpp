@@ -478,11 +478,11 @@ TEST(StoreTest, OpenFailsOnNewerSchema) {
 
 TEST(CodecTest, PersonEntriesRoundTripAndCorruptValuesAreRejected) {
     std::string value;
-    internal::append_person_entry(value, 40, 40, "abc");
+    internal::append_person_entry(value, 0, 40, "abc");
     internal::append_person_entry(value, 40, 41, "");
     internal::append_person_entry(value, 41, 300, "h");
     std::vector<internal::person_entry> entries;
-    ASSERT_TRUE(internal::decode_person_entries(value, 40, entries));
+    ASSERT_EQ(internal::decode_person_entries(value, entries), nullptr);
     ASSERT_EQ(entries.size(), 3u);
     EXPECT_EQ(entries[0].id, 40u);
     EXPECT_TRUE(entries[0].hashed);
@@ -493,20 +493,25 @@ TEST(CodecTest, PersonEntriesRoundTripAndCorruptValuesAreRejected) {
     EXPECT_EQ(entries[2].digest, internal::content_digest("h"));
     EXPECT_NE(internal::content_digest("abc"), internal::content_digest("abd"));
 
-    EXPECT_FALSE(internal::decode_person_entries("", 40, entries));
+    EXPECT_STREQ(internal::decode_person_entries("", entries), "no entries");
     // Cut inside the first entry's digest.
-    EXPECT_FALSE(
-        internal::decode_person_entries(value.substr(0, 5), 40, entries));
+    EXPECT_STREQ(internal::decode_person_entries(value.substr(0, 5), entries),
+                 "truncated entry");
+    // A varint that never ends.
+    EXPECT_STREQ(internal::decode_person_entries("\xff", entries),
+                 "truncated entry");
     // A second entry with the same id.
     std::string repeated;
-    internal::append_person_entry(repeated, 7, 7, "");
-    internal::append_person_entry(repeated, 7, 7, "");
-    EXPECT_FALSE(internal::decode_person_entries(repeated, 7, entries));
-    // An id past 2^64 - 1 must not wrap.
+    internal::append_person_entry(repeated, 0, 7, "");
+    repeated.push_back('\0');
+    EXPECT_STREQ(internal::decode_person_entries(repeated, entries),
+                 "ids not increasing");
+    // Ids past 2^64 - 1 must not wrap: four deltas of 2^62.
     std::string far;
-    internal::append_person_entry(far, 0, 5, "");
-    EXPECT_FALSE(internal::decode_person_entries(far, UINT64_MAX - 2, entries));
-    EXPECT_TRUE(internal::decode_person_entries(far, UINT64_MAX - 5, entries));
+    for (int i = 0; i < 4; ++i)
+        internal::append_person_entry(far, 0, uint64_t{1} << 62, "");
+    EXPECT_STREQ(internal::decode_person_entries(far, entries),
+                 "ids not increasing");
 }
 
 TEST(StoreTest, OpenFailsOnOlderSchemaNamingBothVersions) {
@@ -818,7 +823,7 @@ TEST(StoreTest, ContentHashesAreMatchedWholeAndInBatches) {
     EXPECT_FALSE(s->has_content("alice", "abd"));
     std::vector<std::pair<std::string, std::string>> keys = {
         {"alicex", "abd"}, {"alice", "ab"}, {"alice", "abc"}, {"bob", "abc"}};
-    EXPECT_EQ(s->has_contents(keys),
+    EXPECT_EQ(s->has_contents(keys).value(),
               (std::vector<bool>{true, false, true, false}));
 }
 
@@ -843,12 +848,12 @@ TEST(StoreTest, PersonsRecordsSpanBatchesAndSurviveRemovals) {
     std::vector<std::pair<std::string, std::string>> keys;
     for (uint32_t seed : {1, 3, 4, 5})
         keys.emplace_back("alice", make_face("alice", seed).content_hash);
-    EXPECT_EQ(s->has_contents(keys),
+    EXPECT_EQ(s->has_contents(keys).value(),
               (std::vector<bool>{false, false, true, true}));
     auto removed = s->remove_person("alice");
     ASSERT_TRUE(removed.is_ok()) << removed.error().to_string();
     EXPECT_EQ(removed.value(), (std::vector<uint64_t>{first[3], second[0]}));
-    EXPECT_EQ(s->has_contents(keys), std::vector<bool>(4, false));
+    EXPECT_EQ(s->has_contents(keys).value(), std::vector<bool>(4, false));
     using person_list = std::vector<std::pair<std::string, uint64_t>>;
     EXPECT_EQ(s->list_persons("", 10), (person_list{{"bob", 1}}));
     EXPECT_TRUE(s->has_content("bob", make_face("bob", 2).content_hash));
@@ -882,21 +887,174 @@ TEST(StoreTest, ContentLookupsStayRightForAPersonWithManyFaces) {
         {"crowd", hash_of(total - 1)},
         {"crowd", hash_of(total)},
         {"crowd", hash_of(total + 1)}};
-    EXPECT_EQ(s->has_contents(keys),
+    EXPECT_EQ(s->has_contents(keys).value(),
               (std::vector<bool>{true, true, false, false}));
     // A batch written after the lookup is seen by the next one.
     put_ok(*s, {make_face("crowd", total), make_face("other", total + 1)});
-    EXPECT_EQ(s->has_contents(keys),
+    EXPECT_EQ(s->has_contents(keys).value(),
               (std::vector<bool>{true, true, true, false}));
     // So is a removal.
     ASSERT_TRUE(s->remove_face(ids[0]).is_ok());
-    EXPECT_EQ(s->has_contents(keys),
+    EXPECT_EQ(s->has_contents(keys).value(),
               (std::vector<bool>{false, true, true, false}));
-    EXPECT_EQ(s->has_contents(keys),
+    EXPECT_EQ(s->has_contents(keys).value(),
               (std::vector<bool>{false, true, true, false}));
     ASSERT_TRUE(s->remove_person("crowd").is_ok());
-    EXPECT_EQ(s->has_contents(keys), std::vector<bool>(4, false));
+    EXPECT_EQ(s->has_contents(keys).value(), std::vector<bool>(4, false));
     EXPECT_TRUE(s->has_content("other", hash_of(total + 1)));
+}
+
+// The persons records of `person`, decoded: last id -> entry ids.
+std::map<uint64_t, std::vector<uint64_t>> persons_records(
+    const std::string &path, const std::string &person) {
+    raw_db raw(path);
+    std::map<uint64_t, std::vector<uint64_t>> out;
+    std::string prefix = internal::person_prefix(person);
+    std::unique_ptr<rocksdb::Iterator> it(raw.db->NewIterator(
+        rocksdb::ReadOptions(), raw.family(internal::kPersonsFamily)));
+    std::vector<internal::person_entry> entries;
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
+         it->Next()) {
+        auto key_id =
+            internal::id_of_person_key(it->key().ToStringView(), prefix.size());
+        EXPECT_TRUE(key_id.has_value());
+        EXPECT_EQ(internal::decode_person_entries(it->value().ToStringView(),
+                                                  entries),
+                  nullptr);
+        for (const auto &e : entries)
+            out[key_id.value_or(0)].push_back(e.id);
+    }
+    return out;
+}
+
+TEST(StoreTest, BigBatchesSplitIntoRecordsAndRemovalRewritesOnlyOne) {
+    testing::temp_dir dir;
+    std::vector<uint64_t> ids;
+    {
+        auto s = open_ok(dir.str("db"));
+        ASSERT_NE(s, nullptr);
+        std::vector<face_record> faces;
+        for (uint32_t i = 0; i < 1100; ++i)
+            faces.push_back(make_face("crowd", i));
+        ids = put_ok(*s, faces);
+        ASSERT_EQ(ids.size(), 1100u);
+    }
+    auto records = persons_records(dir.str("db"), "crowd");
+    // Runs of 512, 512 and 76 faces, keyed by their last id.
+    ASSERT_EQ(records.size(), 3u);
+    EXPECT_EQ(records.begin()->first, ids[511]);
+    EXPECT_EQ(records.begin()->second.size(), 512u);
+    EXPECT_EQ(records.rbegin()->first, ids[1099]);
+    EXPECT_EQ(records.rbegin()->second.size(), 76u);
+    {
+        auto s = open_ok(dir.str("db"), open_options());
+        ASSERT_NE(s, nullptr);
+        // The last face of a run, then a middle one, then the first.
+        for (size_t i : {size_t{1023}, size_t{600}, size_t{512}})
+            ASSERT_TRUE(s->remove_face(ids[i]).is_ok()) << i;
+    }
+    records = persons_records(dir.str("db"), "crowd");
+    ASSERT_EQ(records.size(), 3u);
+    const std::vector<uint64_t> &middle = records[ids[1023]];
+    EXPECT_EQ(middle.size(), 509u);
+    EXPECT_EQ(middle.front(), ids[513]);
+    EXPECT_EQ(middle.back(), ids[1022]);
+    for (size_t i : {size_t{1023}, size_t{600}, size_t{512}}) {
+        EXPECT_EQ(std::count(middle.begin(), middle.end(), ids[i]), 0) << i;
+    }
+    EXPECT_EQ(records[ids[511]].size(), 512u);
+
+    auto s = open_ok(dir.str("db"), open_options());
+    ASSERT_NE(s, nullptr);
+    const std::vector<std::pair<std::string, std::string>> keys = {
+        {"crowd", make_face("crowd", 600).content_hash},
+        {"crowd", make_face("crowd", 601).content_hash},
+        {"crowd", make_face("crowd", 601).content_hash},
+        {"crowd", make_face("crowd", 1023).content_hash}};
+    EXPECT_EQ(s->has_contents(keys).value(),
+              (std::vector<bool>{false, true, true, false}));
+    auto removed = s->remove_person("crowd");
+    ASSERT_TRUE(removed.is_ok()) << removed.error().to_string();
+    EXPECT_EQ(removed.value().size(), 1097u);
+    s.reset();
+    EXPECT_TRUE(persons_records(dir.str("db"), "crowd").empty());
+}
+
+// A damaged persons index must neither block removing the person nor let
+// an enroll add duplicates unnoticed.
+TEST(StoreTest, DamagedPersonsRecordIsReportedAndThePersonCanBeRemoved) {
+    testing::temp_dir dir;
+    std::vector<uint64_t> first;
+    std::vector<uint64_t> second;
+    {
+        auto s = open_ok(dir.str("db"));
+        ASSERT_NE(s, nullptr);
+        first = put_ok(*s, {make_face("ann", 1), make_face("ann", 2),
+                            make_face("bob", 3)});
+        second = put_ok(*s, {make_face("ann", 4)});
+    }
+    {
+        raw_db raw(dir.str("db"));
+        ASSERT_TRUE(raw.db
+                        ->Put(rocksdb::WriteOptions(),
+                              raw.family(internal::kPersonsFamily),
+                              internal::person_key("ann", first[1]), "\xff")
+                        .ok());
+    }
+    auto s = open_ok(dir.str("db"), open_options());
+    ASSERT_NE(s, nullptr);
+    std::vector<std::pair<std::string, std::string>> keys = {
+        {"ann", make_face("ann", 1).content_hash}};
+    auto found = s->has_contents(keys);
+    ASSERT_FALSE(found.is_ok());
+    EXPECT_EQ(found.error().code(), error_code::corruption);
+    EXPECT_EQ(found.error().message(),
+              dir.str("db") + ": bad persons record of 'ann' (last id " +
+                  std::to_string(first[1]) + "): truncated entry");
+    // Other persons are unaffected.
+    keys = {{"bob", make_face("bob", 3).content_hash}};
+    EXPECT_EQ(s->has_contents(keys).value(), std::vector<bool>{true});
+
+    // A face of the damaged record can still be removed, and so can the
+    // person: their faces are found by a scan of the faces records.
+    ASSERT_TRUE(s->remove_face(first[0]).is_ok());
+    auto removed = s->remove_person("ann");
+    ASSERT_TRUE(removed.is_ok()) << removed.error().to_string();
+    EXPECT_EQ(removed.value(), (std::vector<uint64_t>{first[1], second[0]}));
+    EXPECT_FALSE(s->get_face(first[1]).has_value());
+    EXPECT_FALSE(s->get_face(second[0]).has_value());
+    EXPECT_EQ(s->face_count(), 1u);
+    EXPECT_EQ(s->person_count(), 1u);
+    s.reset();
+    EXPECT_TRUE(persons_records(dir.str("db"), "ann").empty());
+}
+
+TEST(StoreTest, LostPersonsRecordStillLetsThePersonBeRemoved) {
+    testing::temp_dir dir;
+    std::vector<uint64_t> first;
+    std::vector<uint64_t> second;
+    {
+        auto s = open_ok(dir.str("db"));
+        ASSERT_NE(s, nullptr);
+        first = put_ok(*s, {make_face("ann", 1)});
+        second = put_ok(*s, {make_face("ann", 2)});
+    }
+    {
+        raw_db raw(dir.str("db"));
+        ASSERT_TRUE(raw.db
+                        ->Delete(rocksdb::WriteOptions(),
+                                 raw.family(internal::kPersonsFamily),
+                                 internal::person_key("ann", first[0]))
+                        .ok());
+    }
+    auto s = open_ok(dir.str("db"), open_options());
+    ASSERT_NE(s, nullptr);
+    auto removed = s->remove_person("ann");
+    ASSERT_TRUE(removed.is_ok()) << removed.error().to_string();
+    EXPECT_EQ(removed.value(), (std::vector<uint64_t>{first[0], second[0]}));
+    EXPECT_EQ(s->face_count(), 0u);
+    EXPECT_EQ(s->person_count(), 0u);
+    EXPECT_TRUE(s->list_persons("", 10).empty());
 }
 
 // A persons record keeps a digest of each hash: a digest that matches is
@@ -915,7 +1073,7 @@ TEST(StoreTest, ContentDigestMatchesAreConfirmedByTheFullHash) {
         // The record now claims the digest of another hash.
         raw_db raw(dir.str("db"));
         std::string value;
-        internal::append_person_entry(value, id, id, "claimed");
+        internal::append_person_entry(value, 0, id, "claimed");
         ASSERT_TRUE(raw.db
                         ->Put(rocksdb::WriteOptions(),
                               raw.family(internal::kPersonsFamily),
