@@ -4,6 +4,7 @@
 //   BM_plain_decode/<case>          tjDecompress2 to full-size RGB
 //   BM_decode_only/<case>           decode_bytes as below, no preprocess
 //   BM_preprocess_only/<case>       preprocess_into of that decoded image
+//   BM_resize_only/<case>           resize() of it to 150x150 (8-bit)
 //   BM_decode_preprocess/<case>     decode_bytes with the spec's
 //                                   min_side (DCT scaling), then
 //                                   preprocess_into a 150x150 input
@@ -23,6 +24,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <benchmark/benchmark.h>
@@ -184,6 +186,30 @@ void BM_preprocess_only(benchmark::State &state) {
     state.SetItemsProcessed(state.iterations());
 }
 
+// resize() of that decoded image to the spec's size: the 8-bit path
+// that shares the vertical pass with preprocess_into.
+// NOLINTNEXTLINE(readability-identifier-naming): BM_ names.
+void BM_resize_only(benchmark::State &state) {
+    const std::vector<uint8_t> &jpeg = jpeg_case(state.range(0));
+    const preprocess_spec &spec = *facevec::embed::find_preprocess_spec(kModel);
+    facevec::embed::decode_options opts;
+    opts.min_side = facevec::embed::decode_min_side(spec);
+    auto img = facevec::embed::decode_bytes(jpeg, "bench.jpg", opts);
+    if (!img.is_ok()) {
+        state.SkipWithError(img.error().message().c_str());
+        return;
+    }
+    for (auto _ : state) {
+        auto resized = facevec::embed::resize(*img, spec.width, spec.height);
+        if (!resized.is_ok()) {
+            state.SkipWithError("resize failed");
+            break;
+        }
+        benchmark::DoNotOptimize(resized->rgb.data());
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
 // NOLINTNEXTLINE(readability-identifier-naming): BM_ names.
 void BM_decode_preprocess(benchmark::State &state) {
     decode_and_preprocess(state, /*scaled=*/true);
@@ -197,6 +223,7 @@ void BM_decode_preprocess_full(benchmark::State &state) {
 BENCHMARK(BM_plain_decode)->ArgName("case")->Arg(0)->Arg(1);
 BENCHMARK(BM_decode_only)->ArgName("case")->Arg(0)->Arg(1);
 BENCHMARK(BM_preprocess_only)->ArgName("case")->Arg(0)->Arg(1);
+BENCHMARK(BM_resize_only)->ArgName("case")->Arg(0)->Arg(1);
 BENCHMARK(BM_decode_preprocess)->ArgName("case")->Arg(0)->Arg(1);
 BENCHMARK(BM_decode_preprocess_full)->ArgName("case")->Arg(0)->Arg(1);
 
@@ -219,7 +246,7 @@ class ratio_reporter : public benchmark::ConsoleReporter {
             auto slash = name.find('/');
             std::string baseline = "BM_plain_decode" + name.substr(slash);
             auto base = rates_.find(baseline);
-            if (base == rates_.end() || name == baseline)
+            if (base == rates_.end() || name == baseline || !is_rate(name))
                 continue;
             std::printf("%-40s %8.0f images/s = %.2fx plain decode\n",
                         name.c_str(), rate, rate / base->second);
@@ -227,6 +254,19 @@ class ratio_reporter : public benchmark::ConsoleReporter {
     }
 
   private:
+    // A repetition, mean or median; not a spread (stddev, cv), whose
+    // ratio means nothing.
+    static bool is_rate(const std::string &name) {
+        for (const char *spread : {"_stddev", "_cv"}) {
+            std::string_view suffix(spread);
+            if (name.size() >= suffix.size() &&
+                name.compare(name.size() - suffix.size(), suffix.size(),
+                             suffix) == 0)
+                return false;
+        }
+        return true;
+    }
+
     std::map<std::string, double> rates_;
 };
 

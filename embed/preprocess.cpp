@@ -37,11 +37,32 @@ constexpr int kFractionBits = 7;
 constexpr int kColumnShift = kWeightBits - kFractionBits;
 constexpr int32_t kColumnRound = 1 << (kColumnShift - 1);
 constexpr float kInverseRowOne = 1.0F / (1 << (kFractionBits + kWeightBits));
-// int16 of padding after a vertical pass row: the horizontal kernels load
-// 8 int16 from every tap pair's pixels, up to one pixel past the row.
-constexpr int kColumnPadding = 8;
+// int16 the AVX-512 horizontal kernel reads per group of outputs (two
+// registers of 32).
+constexpr int kWindowWords = 64;
+// int16 of padding after a vertical pass row: the AVX2 horizontal
+// kernels load 8 int16 from every tap pair's pixels, up to one pixel past
+// the row; the AVX-512 one a window of kWindowWords from a group's first
+// tap.
+constexpr int kColumnPadding = kWindowWords;
+constexpr size_t kCacheLine = 64;  // bytes
 // Filters kept per thread: one per axis, for a few image sizes at once.
 constexpr size_t kTapCacheEntries = 8;
+// Outputs of the horizontal SIMD kernels per step (a group): four AVX2
+// registers of two, or two AVX-512 registers of planes.
+constexpr int kGroupOutputs = 8;
+constexpr int kGroupRegisters = kGroupOutputs / 2;
+
+// One tap pair of a group of kGroupOutputs outputs, as the AVX-512
+// planar kernel reads it (see filter_taps), one cache line per register:
+// `rg` picks from a window, for int32 lane L, the two taps of channel L /
+// 8 of output L % 8; `b` the same for channel 2 (lanes 8-15 repeat 0-7);
+// `weights` holds output L % 8's pair in lane L.
+struct alignas(kCacheLine) window_pair {
+    std::array<int16_t, kWindowWords / 2> rg;
+    std::array<int16_t, kWindowWords / 2> b;
+    std::array<int32_t, 2 * kGroupOutputs> weights;
+};
 
 // Filter weights of a 1-D resampling from `in_size` samples to `out_size`
 // samples: output i reads the `taps` inputs from first[i] (relative to
@@ -61,10 +82,30 @@ struct filter_taps {
     // pairs[i * pairs_per_output + j].
     std::vector<int32_t> pairs;
     int pairs_per_output = 0;
-    // For two outputs at once: outputs 2p and 2p + 1, pair j, at
-    // wide[(p * pairs_per_output + j) * 8]: the first's pair 4 times,
-    // then the second's 4 times.
+    // For the AVX2 kernels, eight outputs at a time: group g covers
+    // outputs group_start(g) + [0, 8), as four registers of two outputs,
+    // register r holding outputs r and r + 4 of the group. Pair j of
+    // register r is at wide[((g * 4 + r) * pairs_per_output + j) * 8]:
+    // the first output's pair in lanes 0-2 and 0 in lane 3, then the
+    // second's likewise. group_offsets[(g * 4 + r) * 2 + half] is where
+    // that output's taps start in a row of interleaved RGB int16 (3 *
+    // first). The last group ends at out_size, overlapping the previous
+    // one when out_size is not a multiple of 8; none when out_size < 8.
+    int groups = 0;
     std::vector<int32_t> wide;
+    std::vector<int> group_offsets;
+
+    // For the AVX-512 planar kernel, the same groups read from a window
+    // of kWindowWords int16 at window[g] (group_offsets of the group's
+    // first output), with the window_pair of group g and pair j at
+    // window_pairs[g * pairs_per_output + j]. Empty when some group's
+    // taps do not fit in its window.
+    std::vector<int> window;
+    std::vector<window_pair> window_pairs;
+
+    int group_start(int g) const {
+        return std::min(g * kGroupOutputs, out_size - kGroupOutputs);
+    }
 };
 
 // Triangle filter weight at distance d (in units of the filter radius).
@@ -99,19 +140,65 @@ void make_fixed_pairs(filter_taps &t) {
     }
 }
 
-// Fills t.wide from t.pairs (see filter_taps).
-void make_wide_weights(filter_taps &t) {
+// Fills t.groups, t.wide and t.group_offsets from t.pairs and t.first
+// (see filter_taps).
+void make_groups(filter_taps &t) {
     constexpr int kWide = 2 * kLanes;
     const int per = t.pairs_per_output;
-    int outputs = t.out_size / 2;
-    t.wide.resize(static_cast<size_t>(outputs) * per * kWide);
-    int32_t *w = t.wide.data();
-    for (int p = 0; p < outputs; ++p) {
-        for (int j = 0; j < per; ++j, w += kWide) {
+    t.groups = t.out_size < kGroupOutputs
+                   ? 0
+                   : (t.out_size + kGroupOutputs - 1) / kGroupOutputs;
+    size_t registers = static_cast<size_t>(t.groups) * kGroupRegisters;
+    t.wide.assign(registers * per * kWide, 0);
+    t.group_offsets.resize(registers * 2);
+    for (int g = 0; g < t.groups; ++g) {
+        for (int r = 0; r < kGroupRegisters; ++r) {
+            size_t reg = static_cast<size_t>(g) * kGroupRegisters + r;
             for (int half = 0; half < 2; ++half) {
-                int32_t v =
-                    t.pairs[static_cast<size_t>(2 * p + half) * per + j];
-                std::fill(w + half * kLanes, w + (half + 1) * kLanes, v);
+                int x = t.group_start(g) + r + half * kGroupRegisters;
+                t.group_offsets[reg * 2 + half] = t.first[x] * kChannels;
+                for (int j = 0; j < per; ++j) {
+                    int32_t *w = &t.wide[(reg * per + j) * kWide];
+                    std::fill(w + half * kLanes, w + half * kLanes + kChannels,
+                              t.pairs[static_cast<size_t>(x) * per + j]);
+                }
+            }
+        }
+    }
+}
+
+// Fills t.window and t.window_pairs (see filter_taps), or leaves them empty
+// when a group's taps (all of its pairs, a zero-weight last one included) do
+// not fit in a window.
+// Limitation: windows fit shrinks up to about 2x; larger ones use AVX2.
+void make_windows(filter_taps &t) {
+    constexpr int kPlaneLanes = kGroupOutputs;  // outputs per plane
+    const int per = t.pairs_per_output;
+    for (int g = 0; g < t.groups; ++g) {
+        int x0 = t.group_start(g);
+        int last = t.first[x0 + kGroupOutputs - 1] - t.first[x0] + 2 * per;
+        if (last * kChannels > kWindowWords)
+            return;
+    }
+    t.window.resize(t.groups);
+    t.window_pairs.resize(static_cast<size_t>(t.groups) * per);
+    for (int g = 0; g < t.groups; ++g) {
+        int x0 = t.group_start(g);
+        t.window[g] = t.first[x0] * kChannels;
+        for (int j = 0; j < per; ++j) {
+            window_pair &entry =
+                t.window_pairs[static_cast<size_t>(g) * per + j];
+            for (int lane = 0; lane < 2 * kPlaneLanes; ++lane) {
+                int x = x0 + lane % kPlaneLanes;
+                int tap = t.first[x] - t.first[x0] + 2 * j;
+                // Words 2 * lane + half: taps 2 * j and 2 * j + 1.
+                for (int half = 0; half < 2; ++half) {
+                    int word = (tap + half) * kChannels;
+                    int rg = lane / kPlaneLanes;
+                    entry.rg[2 * lane + half] = static_cast<int16_t>(word + rg);
+                    entry.b[2 * lane + half] = static_cast<int16_t>(word + 2);
+                }
+                entry.weights[lane] = t.pairs[static_cast<size_t>(x) * per + j];
             }
         }
     }
@@ -163,7 +250,8 @@ filter_taps make_taps(int in_size, int out_size) {
         t.first[i] = first;
     }
     make_fixed_pairs(t);
-    make_wide_weights(t);
+    make_groups(t);
+    make_windows(t);
     return t;
 }
 
@@ -395,54 +483,325 @@ __attribute__((target("avx2"), always_inline)) inline __m256i load_two(
         _mm_loadu_si128(reinterpret_cast<const __m128i *>(p1)), 1);
 }
 
+// The int32 sums of register `reg` of filter_taps' groups (two output
+// pixels, see row_pixel): R G B 0 of the first output in the low lane,
+// of the second in the high lane.
+template <int Taps>
+__attribute__((target("avx2"), always_inline)) inline __m256i row_two_avx2(
+    const int16_t *in, const int32_t *wide, const int *offsets, int taps,
+    size_t reg, int per) {
+    constexpr int kWide = 2 * kLanes;
+    if constexpr (Taps > 0)
+        taps = Taps;
+    const int32_t *w = wide + reg * per * kWide;
+    const int16_t *s0 = in + offsets[reg * 2];
+    const int16_t *s1 = in + offsets[reg * 2 + 1];
+    // R0 G0 B0 R1 G1 B1 R2 G2 as R0 R1 G0 G1 B0 B1 0 0 (bytes; -1 is 0).
+    const __m256i pair_up = _mm256_broadcastsi128_si256(
+        _mm_setr_epi8(0, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11, -1, -1, -1, -1));
+    __m256i acc = _mm256_setzero_si256();
+    for (int k = 0; k < taps; k += 2) {
+        __m256i ab = _mm256_shuffle_epi8(
+            load_two(s0 + k * kChannels, s1 + k * kChannels), pair_up);
+        __m256i wk = _mm256_loadu_si256(
+            reinterpret_cast<const __m256i *>(w + (k / 2) * kWide));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(ab, wk));
+    }
+    return acc;
+}
+
 template <int Taps>
 __attribute__((target("avx2"))) void row_avx2(const int16_t *in,
                                               const filter_taps &h,
                                               f32x4 *out) {
-    constexpr int kWide = 2 * kLanes;
-    const int taps = Taps > 0 ? Taps : h.taps;
-    const int per = h.pairs_per_output;
-    const int32_t *w = h.wide.data();
-    const int *first = h.first.data();
-    const int out_size = h.out_size;
     const __m256 unit = _mm256_set1_ps(kInverseRowOne);
-    // R0 G0 B0 R1 G1 B1 R2 G2 as R0 R1 G0 G1 B0 B1 0 0 (bytes; -1 is 0).
-    const __m256i pair_up = _mm256_broadcastsi128_si256(
-        _mm_setr_epi8(0, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11, -1, -1, -1, -1));
-    int x = 0;
-    for (; x + 1 < out_size; x += 2, w += per * kWide) {
-        const int16_t *s0 = in + static_cast<size_t>(first[x]) * kChannels;
-        const int16_t *s1 = in + static_cast<size_t>(first[x + 1]) * kChannels;
-        __m256i acc = _mm256_setzero_si256();
-        for (int k = 0; k < taps; k += 2) {
-            __m256i ab = _mm256_shuffle_epi8(
-                load_two(s0 + k * kChannels, s1 + k * kChannels), pair_up);
-            __m256i wk = _mm256_loadu_si256(
-                reinterpret_cast<const __m256i *>(w + (k / 2) * kWide));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(ab, wk));
-        }
-        _mm256_storeu_ps(reinterpret_cast<float *>(out + x),
-                         _mm256_mul_ps(_mm256_cvtepi32_ps(acc), unit));
-    }
-    if (x < out_size)
+    for (int x = 0; h.groups == 0 && x < h.out_size; ++x)
         out[x] = row_pixel_sse2<Taps>(in, h, x);
+    for (int g = 0; g < h.groups; ++g) {
+        f32x4 *group = out + h.group_start(g);
+        for (int r = 0; r < kGroupRegisters; ++r) {
+            size_t reg = static_cast<size_t>(g) * kGroupRegisters + r;
+            __m256 two =
+                _mm256_mul_ps(_mm256_cvtepi32_ps(row_two_avx2<Taps>(
+                                  in, h.wide.data(), h.group_offsets.data(),
+                                  h.taps, reg, h.pairs_per_output)),
+                              unit);
+            group[r] = _mm256_castps256_ps128(two);
+            group[r + kGroupRegisters] = _mm256_extractf128_ps(two, 1);
+        }
+    }
 }
-// AVX2 when the CPU has it, unless FACEVEC_SIMD=sse2 in the environment
-// asks for the portable kernels. Decided once.
-bool has_avx2() {
-    static const bool kHas = [] {
-        const char *forced = std::getenv("FACEVEC_SIMD");
-        if (forced != nullptr && std::string_view(forced) == "sse2")
+
+// (pixel - mean) * scale for a pixel that is sum * kInverseRowOne, as
+// (sum - mean') * scale' with mean' = mean / kInverseRowOne and scale' =
+// scale * kInverseRowOne: scaling by a power of two is exact, so both
+// give the same floats when mean' and scale' are normal floats (or mean
+// is 0). Returns false (use the plain form) when they would not be.
+bool fold_row_unit(f32x4 mean, f32x4 scale, f32x4 &folded_mean,
+                   f32x4 &folded_scale) {
+    // Far inside the normal range, so the folded values and the
+    // differences they take part in stay normal.
+    constexpr float kLargest = 0x1p100F;
+    constexpr float kSmallest = 0x1p-100F;
+    auto in_range = [](float v) {
+        float a = std::abs(v);
+        return a >= kSmallest && a <= kLargest;
+    };
+    for (int c = 0; c < kChannels; ++c) {
+        if (!in_range(scale[c]) || !(mean[c] == 0.0F || in_range(mean[c])))
             return false;
-        return __builtin_cpu_supports("avx2") != 0;
+    }
+    folded_mean = mean / kInverseRowOne;
+    folded_scale = scale * kInverseRowOne;
+    return true;
+}
+
+// The horizontal pass straight into three planes: (pixel - mean) *
+// scale, lane s of output pixel x to planes[s][x], the same floats as
+// row_avx2 then write_planar, with mean and scale folded as
+// fold_row_unit does. Per group, the four registers (outputs r and r +
+// 4) transposed in each 128-bit lane give outputs 0-3 low and 4-7 high,
+// already in order.
+template <int Taps>
+__attribute__((target("avx2"))) void row_planar_avx2(const int16_t *in,
+                                                     const filter_taps &h,
+                                                     f32x4 folded_mean,
+                                                     f32x4 folded_scale,
+                                                     float *const *planes) {
+    constexpr int kLowPairs = 0x44;   // lanes 0, 1 of a, then 0, 1 of b
+    constexpr int kHighPairs = 0xEE;  // lanes 2, 3 of a, then 2, 3 of b
+    const __m256 m =
+        _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(&folded_mean));
+    const __m256 k =
+        _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(&folded_scale));
+    // Locals, so that the stores to the planes leave them in registers.
+    const int32_t *wide = h.wide.data();
+    const int *offsets = h.group_offsets.data();
+    const int taps = h.taps;
+    const int per = h.pairs_per_output;
+    float *const plane[kChannels] = {planes[0], planes[1], planes[2]};
+    for (int g = 0; g < h.groups; ++g) {
+        __m256 v[kGroupRegisters];
+        for (int r = 0; r < kGroupRegisters; ++r) {
+            size_t reg = static_cast<size_t>(g) * kGroupRegisters + r;
+            __m256 sum = _mm256_cvtepi32_ps(
+                row_two_avx2<Taps>(in, wide, offsets, taps, reg, per));
+            v[r] = _mm256_mul_ps(_mm256_sub_ps(sum, m), k);
+        }
+        __m256 rg_low = _mm256_unpacklo_ps(v[0], v[1]);
+        __m256 rg_high = _mm256_unpacklo_ps(v[2], v[3]);
+        __m256 b_low = _mm256_unpackhi_ps(v[0], v[1]);
+        __m256 b_high = _mm256_unpackhi_ps(v[2], v[3]);
+        int x = h.group_start(g);
+        _mm256_storeu_ps(plane[0] + x,
+                         _mm256_shuffle_ps(rg_low, rg_high, kLowPairs));
+        _mm256_storeu_ps(plane[1] + x,
+                         _mm256_shuffle_ps(rg_low, rg_high, kHighPairs));
+        _mm256_storeu_ps(plane[2] + x,
+                         _mm256_shuffle_ps(b_low, b_high, kLowPairs));
+    }
+}
+
+// The vertical pass and the planar horizontal pass with AVX-512 (F, BW,
+// VL, VBMI, VNNI): the same sums as the AVX2 kernels, twice as wide,
+// each multiply-add of int16 pairs fused with its accumulation.
+#define FACEVEC_AVX512 target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni")
+
+// GCC 12 warns inside its own AVX-512 intrinsics, which fill an
+// "undefined" placeholder register: a false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+// Byte permutes that take 64 bytes of two rows, a and b, to the int16
+// pairs (a, b) of 16 outputs (the odd bytes are zeroed by a mask), in
+// the order that two packs turn back into 64 outputs in order: register
+// q is quarter q of the packs' inputs, int32 lane m of it output 32 * (q
+// / 2) + 8 * (m / 4) + 4 * (q % 2) + m % 4.
+struct alignas(kCacheLine) column_picks {
+    static constexpr int kRegisters = 4;
+    static constexpr int kBytes = 64;
+    std::array<std::array<uint8_t, kBytes>, kRegisters> index{};
+
+    column_picks() {
+        constexpr int kHalf = 32;  // outputs per pack
+        constexpr int kQuad = 4;   // int32 per 128-bit lane of a pack input
+        for (int q = 0; q < kRegisters; ++q) {
+            for (int m = 0; m < kBytes / kQuad; ++m) {
+                int output = kHalf * (q / 2) + 2 * kQuad * (m / kQuad) +
+                             kQuad * (q % 2) + m % kQuad;
+                index[q][kQuad * m] = static_cast<uint8_t>(output);
+                index[q][kQuad * m + 2] = static_cast<uint8_t>(kBytes + output);
+            }
+        }
+    }
+};
+
+// Outputs i..i+63 of the vertical pass (see column_portable): per tap
+// pair, each of the four byte permutes of column_picks gives 16 outputs'
+// pairs for one fused multiply-add; the sums start at the rounding term.
+template <int Pairs>
+__attribute__((FACEVEC_AVX512, always_inline)) inline void column_step_avx512(
+    const uint8_t *const *rows, const int32_t *pairs, int taps, size_t i,
+    const __m512i *picks, int16_t *dst) {
+    constexpr __mmask64 kEvenBytes = 0x5555555555555555ULL;
+    constexpr int kPackOutputs = 32;
+    const int pair_count = Pairs > 0 ? Pairs : (taps + 1) / 2;
+    const __m512i round = _mm512_set1_epi32(kColumnRound);
+    __m512i acc[column_picks::kRegisters] = {round, round, round, round};
+    for (int j = 0; j < pair_count; ++j) {
+        int k = 2 * j;
+        __m512i a = _mm512_loadu_si512(rows[k] + i);
+        __m512i b = _mm512_setzero_si512();
+        if (k + 1 < taps)
+            b = _mm512_loadu_si512(rows[k + 1] + i);
+        __m512i w = _mm512_set1_epi32(pairs[j]);
+        for (int q = 0; q < column_picks::kRegisters; ++q) {
+            __m512i ab =
+                _mm512_maskz_permutex2var_epi8(kEvenBytes, a, picks[q], b);
+            acc[q] = _mm512_dpwssd_epi32(acc[q], ab, w);
+        }
+    }
+    for (auto &v : acc)
+        v = _mm512_srai_epi32(v, kColumnShift);
+    _mm512_storeu_si512(dst + i, _mm512_packs_epi32(acc[0], acc[1]));
+    _mm512_storeu_si512(dst + i + kPackOutputs,
+                        _mm512_packs_epi32(acc[2], acc[3]));
+}
+
+template <int Pairs>
+__attribute__((FACEVEC_AVX512)) void column_avx512(const uint8_t *const *rows,
+                                                   const int32_t *pairs,
+                                                   int taps, size_t count,
+                                                   int16_t *dst) {
+    constexpr size_t kStep = column_picks::kBytes;
+    if (count < kStep)
+        return column_avx2<Pairs>(rows, pairs, taps, count, dst);
+    static const column_picks kPicks;
+    __m512i picks[column_picks::kRegisters];
+    for (int q = 0; q < column_picks::kRegisters; ++q)
+        picks[q] = _mm512_load_si512(kPicks.index[q].data());
+    // Local copies, as in column_avx2.
+    constexpr int kSlots = Pairs > 0 ? Pairs : 1;
+    std::array<const uint8_t *, 2 * kSlots> local_rows{};
+    std::array<int32_t, kSlots> local_pairs{};
+    if constexpr (Pairs > 0) {
+        std::copy_n(rows, taps, local_rows.begin());
+        std::copy_n(pairs, Pairs, local_pairs.begin());
+        rows = local_rows.data();
+        pairs = local_pairs.data();
+    }
+    size_t i = 0;
+    for (; i + kStep <= count; i += kStep)
+        column_step_avx512<Pairs>(rows, pairs, taps, i, picks, dst);
+    // The last outputs again, overlapping: same values, no scalar tail.
+    if (i < count)
+        column_step_avx512<Pairs>(rows, pairs, taps, count - kStep, picks, dst);
+}
+
+// The horizontal pass straight into three planes, as row_planar_avx2
+// computes it, for filters with windows (see filter_taps): per group of
+// eight outputs, one register gives the R and G sums (lanes 0-7, 8-15),
+// another the B sums (lanes 0-7), each tap pair picked from the window
+// by one two-register word permute.
+template <int Pairs>
+__attribute__((FACEVEC_AVX512)) void row_planar_avx512(const int16_t *in,
+                                                       const filter_taps &h,
+                                                       f32x4 folded_mean,
+                                                       f32x4 folded_scale,
+                                                       float *const *planes) {
+    constexpr int kRegisterWords = kWindowWords / 2;
+    const int per = Pairs > 0 ? Pairs : h.pairs_per_output;
+    constexpr __mmask16 kHighLanes = 0xFF00;  // lanes 8-15: the G sums
+    const __m512 m_rg =
+        _mm512_mask_blend_ps(kHighLanes, _mm512_set1_ps(folded_mean[0]),
+                             _mm512_set1_ps(folded_mean[1]));
+    const __m512 k_rg =
+        _mm512_mask_blend_ps(kHighLanes, _mm512_set1_ps(folded_scale[0]),
+                             _mm512_set1_ps(folded_scale[1]));
+    const __m512 m_b = _mm512_set1_ps(folded_mean[2]);
+    const __m512 k_b = _mm512_set1_ps(folded_scale[2]);
+    const window_pair *pairs = h.window_pairs.data();
+    const int *window = h.window.data();
+    float *const plane[kChannels] = {planes[0], planes[1], planes[2]};
+    for (int g = 0; g < h.groups; ++g) {
+        const int16_t *at = in + window[g];
+        const __m512i low = _mm512_loadu_si512(at);
+        const __m512i high = _mm512_loadu_si512(at + kRegisterWords);
+        __m512i rg = _mm512_setzero_si512();
+        __m512i b = _mm512_setzero_si512();
+        for (int j = 0; j < per; ++j) {
+            const window_pair &pair = pairs[static_cast<size_t>(g) * per + j];
+            __m512i w = _mm512_load_si512(pair.weights.data());
+            __m512i pick_rg = _mm512_permutex2var_epi16(
+                low, _mm512_load_si512(pair.rg.data()), high);
+            __m512i pick_b = _mm512_permutex2var_epi16(
+                low, _mm512_load_si512(pair.b.data()), high);
+            rg = _mm512_dpwssd_epi32(rg, pick_rg, w);
+            b = _mm512_dpwssd_epi32(b, pick_b, w);
+        }
+        __m512 rg_out =
+            _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(rg), m_rg), k_rg);
+        __m512 b_out =
+            _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(b), m_b), k_b);
+        int x = h.group_start(g);
+        _mm256_storeu_ps(plane[0] + x, _mm512_castps512_ps256(rg_out));
+        _mm256_storeu_ps(plane[1] + x, _mm256_castpd_ps(_mm512_extractf64x4_pd(
+                                           _mm512_castps_pd(rg_out), 1)));
+        _mm256_storeu_ps(plane[2] + x, _mm512_castps512_ps256(b_out));
+    }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#undef FACEVEC_AVX512
+
+// The widest kernels the CPU has, decided once. FACEVEC_SIMD=sse2 or
+// FACEVEC_SIMD=avx2 in the environment holds them to the portable (SSE2)
+// or the AVX2 ones; every level gives the same floats.
+enum class simd_level { sse2, avx2, avx512 };
+
+simd_level simd() {
+    static const simd_level kLevel = [] {
+        const char *forced = std::getenv("FACEVEC_SIMD");
+        std::string_view want = forced != nullptr ? forced : "";
+        if (want == "sse2" || __builtin_cpu_supports("avx2") == 0)
+            return simd_level::sse2;
+        bool avx512 = __builtin_cpu_supports("avx512f") != 0 &&
+                      __builtin_cpu_supports("avx512bw") != 0 &&
+                      __builtin_cpu_supports("avx512vl") != 0 &&
+                      __builtin_cpu_supports("avx512vbmi") != 0 &&
+                      __builtin_cpu_supports("avx512vnni") != 0;
+        return want != "avx2" && avx512 ? simd_level::avx512 : simd_level::avx2;
     }();
-    return kHas;
+    return kLevel;
+}
+
+bool has_avx2() {
+    return simd() != simd_level::sse2;
+}
+
+bool has_avx512() {
+    return simd() == simd_level::avx512;
 }
 #endif
 
 void resample_column(const uint8_t *const *rows, const int32_t *pairs, int taps,
                      size_t count, int16_t *dst) {
 #if defined(__x86_64__)
+    if (has_avx512()) {
+        switch ((taps + 1) / 2) {
+            case 1:
+                return column_avx512<1>(rows, pairs, taps, count, dst);
+            case 2:
+                return column_avx512<2>(rows, pairs, taps, count, dst);
+            case 3:
+                return column_avx512<3>(rows, pairs, taps, count, dst);
+            default:
+                return column_avx512<0>(rows, pairs, taps, count, dst);
+        }
+    }
     if (has_avx2()) {
         switch ((taps + 1) / 2) {
             case 1:
@@ -485,13 +844,15 @@ void resample_row(const int16_t *in, const filter_taps &h, f32x4 *out) {
     }
 }
 
-// Resamples the `box` of `img` to out_w x out_h pixels with the triangle
-// filter, vertically first (over the box's bytes, out_h rows) and then
-// horizontally, and hands each output row to sink(y, pixels): out_w f32x4
-// holding R, G, B in 0..255 (unrounded) and an unused lane.
-template <typename Sink>
-void resample(const image &img, const crop_box &box, int out_w, int out_h,
-              Sink &&sink) {
+// The vertical pass of resampling the `box` of `img` to out_w x out_h
+// pixels with the triangle filter: for each output row y, the box's
+// columns filtered vertically (out_w is reached later, by the horizontal
+// filter h) are handed to row(y, column, *h): box.width * 3 int16 as
+// column_value gives them, followed by kColumnPadding zeros that the
+// horizontal kernels read with weight 0.
+template <typename Row>
+void resample_rows(const image &img, const crop_box &box, int out_w, int out_h,
+                   Row &&row) {
     auto h = cached_taps(box.width, out_w);
     auto v = cached_taps(box.height, out_h);
     size_t row_bytes = static_cast<size_t>(img.width) * kChannels;
@@ -500,25 +861,43 @@ void resample(const image &img, const crop_box &box, int out_w, int out_h,
                             static_cast<size_t>(box.y) * row_bytes +
                             static_cast<size_t>(box.x) * kChannels;
 
-    // Scratch reused by the thread's later calls. `column` ends in
-    // kColumnPadding zeros, read by the horizontal kernels with weight 0.
-    thread_local std::vector<int16_t> column;
-    thread_local std::vector<f32x4> row;
+    // Scratch reused by the thread's later calls. The column row starts
+    // on a cache line, so that the vertical kernels' stores and the
+    // horizontal ones' window loads split fewer lines.
+    thread_local std::vector<int16_t> scratch;
     thread_local std::vector<const uint8_t *> rows;
-    column.resize(count + kColumnPadding);
-    std::fill(column.begin() + static_cast<ptrdiff_t>(count), column.end(),
-              int16_t{0});
-    row.resize(out_w);
+    constexpr size_t kLineWords = kCacheLine / sizeof(int16_t);
+    scratch.resize(count + kColumnPadding + kLineWords);
+    void *start = scratch.data();
+    size_t space = scratch.size() * sizeof(int16_t);
+    auto *column = static_cast<int16_t *>(std::align(
+        kCacheLine, (count + kColumnPadding) * sizeof(int16_t), start, space));
+    FACEVEC_ASSERT(column != nullptr, "column scratch too small to align");
+    std::fill(column + count, column + count + kColumnPadding, int16_t{0});
     rows.resize(v->taps);
     for (int y = 0; y < out_h; ++y) {
         for (int k = 0; k < v->taps; ++k)
             rows[k] = origin + (v->first[y] + k) * row_bytes;
         resample_column(rows.data(),
                         &v->pairs[static_cast<size_t>(y) * v->pairs_per_output],
-                        v->taps, count, column.data());
-        resample_row(column.data(), *h, row.data());
-        sink(y, row.data());
+                        v->taps, count, column);
+        row(y, column, *h);
     }
+}
+
+// Resamples as resample_rows and hands each output row to sink(y,
+// pixels): out_w f32x4 holding R, G, B in 0..255 (unrounded) and an
+// unused lane.
+template <typename Sink>
+void resample(const image &img, const crop_box &box, int out_w, int out_h,
+              Sink &&sink) {
+    thread_local std::vector<f32x4> pixels;
+    pixels.resize(out_w);
+    resample_rows(img, box, out_w, out_h,
+                  [&](int y, const int16_t *column, const filter_taps &h) {
+                      resample_row(column, h, pixels.data());
+                      sink(y, pixels.data());
+                  });
 }
 
 uint8_t to_byte(float value) {
@@ -587,58 +966,12 @@ size_t tensor_index(const preprocess_spec &spec, int c, size_t pixel) {
                                               : pixel * 3 + c;
 }
 
-#if defined(__x86_64__)
-// write_planar (below) eight pixels at a time, two per register: a 4 x 4
-// transpose in each 128-bit lane leaves even pixels low and odd pixels
-// high, put in order by one permute per plane.
-__attribute__((target("avx2"))) int write_planar_avx2(const f32x4 *pixels,
-                                                      int width, f32x4 mean,
-                                                      f32x4 scale,
-                                                      float *const *planes) {
-    constexpr int kPixels = 8;
-    constexpr int kLowPairs = 0x44;   // lanes 0, 1 of a, then 0, 1 of b
-    constexpr int kHighPairs = 0xEE;  // lanes 2, 3 of a, then 2, 3 of b
-    const __m256 m =
-        _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(&mean));
-    const __m256 k =
-        _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(&scale));
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    const auto *src = reinterpret_cast<const float *>(pixels);
-    int x = 0;
-    for (; x + kPixels <= width; x += kPixels) {
-        __m256 v[kLanes];
-        for (int i = 0; i < kLanes; ++i) {
-            v[i] = _mm256_mul_ps(
-                _mm256_sub_ps(_mm256_loadu_ps(src + (x + 2 * i) * kLanes), m),
-                k);
-        }
-        __m256 rg_even = _mm256_unpacklo_ps(v[0], v[1]);
-        __m256 rg_odd = _mm256_unpacklo_ps(v[2], v[3]);
-        __m256 b_even = _mm256_unpackhi_ps(v[0], v[1]);
-        __m256 b_odd = _mm256_unpackhi_ps(v[2], v[3]);
-        __m256 planes_out[kChannels] = {
-            _mm256_shuffle_ps(rg_even, rg_odd, kLowPairs),
-            _mm256_shuffle_ps(rg_even, rg_odd, kHighPairs),
-            _mm256_shuffle_ps(b_even, b_odd, kLowPairs)};
-        for (int c = 0; c < kChannels; ++c) {
-            _mm256_storeu_ps(planes[c] + x,
-                             _mm256_permutevar8x32_ps(planes_out[c], order));
-        }
-    }
-    return x;
-}
-#endif
-
 // Writes (pixels[x] - mean) * scale, lane s of pixel x to planes[s][x],
-// four pixels at a time (a 4 x 4 transpose; eight with AVX2); returns
-// how many pixels it wrote (a multiple of 4, the rest is the caller's).
+// four pixels at a time (a 4 x 4 transpose); returns how many pixels it
+// wrote (a multiple of 4, the rest is the caller's).
 int write_planar(const f32x4 *pixels, int width, f32x4 mean, f32x4 scale,
                  float *const *planes) {
     int x = 0;
-#if defined(__x86_64__)
-    if (has_avx2())
-        x = write_planar_avx2(pixels, width, mean, scale, planes);
-#endif
 #if defined(__SSE2__)
     for (; x + kLanes <= width; x += kLanes) {
         f32x4 v[kLanes];
@@ -655,6 +988,94 @@ int write_planar(const f32x4 *pixels, int width, f32x4 mean, f32x4 scale,
     }
 #endif
     return x;
+}
+
+// Writes to_byte of the R, G, B lanes of pixels[x] to dst[3x..3x+2],
+// four pixels at a time; returns how many pixels it wrote (a multiple of
+// 4, the rest is the caller's). Rounds as lround does for the clamped,
+// non-negative values: truncated, plus one when what was cut is >= 0.5
+// (that difference is exact).
+int write_bytes(const f32x4 *pixels, int width, uint8_t *dst) {
+    int x = 0;
+#if defined(__SSE2__)
+    constexpr float kMaxByte = 255.0F;
+    constexpr float kHalf = 0.5F;
+    const __m128 low = _mm_setzero_ps();
+    const __m128 high = _mm_set1_ps(kMaxByte);
+    const __m128 half = _mm_set1_ps(kHalf);
+    for (; x + kLanes <= width; x += kLanes) {
+        __m128i v[kLanes];
+        for (int i = 0; i < kLanes; ++i) {
+            __m128 p = _mm_min_ps(_mm_max_ps(pixels[x + i], low), high);
+            __m128i whole = _mm_cvttps_epi32(p);
+            __m128 cut = _mm_sub_ps(p, _mm_cvtepi32_ps(whole));
+            // The comparison's all-ones lanes are -1: subtracting adds 1.
+            v[i] =
+                _mm_sub_epi32(whole, _mm_castps_si128(_mm_cmpge_ps(cut, half)));
+        }
+        alignas(kStepBytes) std::array<uint8_t, kStepBytes> bytes{};
+        _mm_store_si128(reinterpret_cast<__m128i *>(bytes.data()),
+                        _mm_packus_epi16(_mm_packs_epi32(v[0], v[1]),
+                                         _mm_packs_epi32(v[2], v[3])));
+        for (int i = 0; i < kLanes; ++i) {
+            std::memcpy(dst + static_cast<size_t>(x + i) * kChannels,
+                        &bytes[static_cast<size_t>(i) * kLanes], kChannels);
+        }
+    }
+#else
+    (void)pixels;
+    (void)width;
+    (void)dst;
+#endif
+    return x;
+}
+
+// The horizontal pass of one row written as write_planar writes it:
+// (pixel - mean) * scale, lane s of output pixel x to planes[s][x], for
+// the h.out_size pixels of the row. With AVX-512 or AVX2 in one pass
+// when the row has a group of outputs and the mean and scale fold (see
+// fold_row_unit); otherwise through a row of f32x4 pixels.
+template <int Taps>
+void row_planar_taps(const int16_t *in, const filter_taps &h, f32x4 mean,
+                     f32x4 scale, float *const *planes) {
+#if defined(__x86_64__)
+    f32x4 folded_mean;
+    f32x4 folded_scale;
+    if (has_avx2() && h.groups > 0 &&
+        fold_row_unit(mean, scale, folded_mean, folded_scale)) {
+        if (has_avx512() && !h.window.empty()) {
+            constexpr int kPairs = (Taps + 1) / 2;
+            return row_planar_avx512<kPairs>(in, h, folded_mean, folded_scale,
+                                             planes);
+        }
+        return row_planar_avx2<Taps>(in, h, folded_mean, folded_scale, planes);
+    }
+#endif
+    thread_local std::vector<f32x4> pixels;
+    pixels.resize(h.out_size);
+    resample_row_taps<Taps>(in, h, pixels.data());
+    int x = write_planar(pixels.data(), h.out_size, mean, scale, planes);
+    for (; x < h.out_size; ++x) {
+        f32x4 value = (pixels[x] - mean) * scale;
+        for (int c = 0; c < kChannels; ++c)
+            planes[c][x] = value[c];
+    }
+}
+
+void resample_row_planar(const int16_t *in, const filter_taps &h, f32x4 mean,
+                         f32x4 scale, float *const *planes) {
+    switch (h.taps) {
+        case 1:
+            return row_planar_taps<1>(in, h, mean, scale, planes);
+        case 2:
+            return row_planar_taps<2>(in, h, mean, scale, planes);
+        case 3:
+            return row_planar_taps<3>(in, h, mean, scale, planes);
+        case 4:
+            return row_planar_taps<4>(in, h, mean, scale, planes);
+        default:
+            return row_planar_taps<0>(in, h, mean, scale, planes);
+    }
 }
 
 preprocess_spec make_spec(int side, channel_order order,
@@ -752,7 +1173,6 @@ status preprocess_into(const image &img, const preprocess_spec &spec,
     f32x4 scale = {};
     std::array<size_t, 3> offset{};
     size_t plane = static_cast<size_t>(spec.width) * spec.height;
-    size_t step = spec.layout == tensor_layout::nchw ? 1 : kChannels;
     for (int c = 0; c < kChannels; ++c) {
         int s = source_channel(spec, c);
         mean[s] = spec.mean[c];
@@ -760,21 +1180,24 @@ status preprocess_into(const image &img, const preprocess_spec &spec,
         offset[s] = spec.layout == tensor_layout::nchw ? c * plane : c;
     }
     float *base = out.data();
+    if (spec.layout == tensor_layout::nchw) {
+        resample_rows(img, *region, spec.width, spec.height,
+                      [&](int y, const int16_t *column, const filter_taps &h) {
+                          size_t at = static_cast<size_t>(y) * spec.width;
+                          float *planes[kChannels] = {base + offset[0] + at,
+                                                      base + offset[1] + at,
+                                                      base + offset[2] + at};
+                          resample_row_planar(column, h, mean, scale, planes);
+                      });
+        return status::ok();
+    }
     resample(img, *region, spec.width, spec.height,
              [&](int y, const f32x4 *pixels) {
-                 size_t at = static_cast<size_t>(y) * spec.width * step;
-                 int x = 0;
-                 if (step == 1) {
-                     float *planes[kChannels] = {base + offset[0] + at,
-                                                 base + offset[1] + at,
-                                                 base + offset[2] + at};
-                     x = write_planar(pixels, spec.width, mean, scale, planes);
-                 }
-                 for (at += x * step; x < spec.width; ++x, at += step) {
+                 size_t at = static_cast<size_t>(y) * spec.width * kChannels;
+                 for (int x = 0; x < spec.width; ++x, at += kChannels) {
                      f32x4 value = (pixels[x] - mean) * scale;
-                     base[offset[0] + at] = value[0];
-                     base[offset[1] + at] = value[1];
-                     base[offset[2] + at] = value[2];
+                     for (int c = 0; c < kChannels; ++c)
+                         base[offset[c] + at] = value[c];
                  }
              });
     return status::ok();
@@ -859,7 +1282,8 @@ result<image> resize(const image &img, int width, int height) {
              [&](int y, const f32x4 *pixels) {
                  uint8_t *dst =
                      &out.rgb[static_cast<size_t>(y) * width * kChannels];
-                 for (int x = 0; x < width; ++x) {
+                 int x = write_bytes(pixels, width, dst);
+                 for (dst += x * kChannels; x < width; ++x) {
                      for (int c = 0; c < kChannels; ++c)
                          *dst++ = to_byte(pixels[x][c]);
                  }

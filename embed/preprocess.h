@@ -17,9 +17,10 @@
 // region's bytes gives rows of int16 in steps of 2^-7, then a horizontal
 // pass sums those in int32; each sum becomes a float once, on its way
 // into the tensor. Results are within 0.02 of the exact filter in 0..255
-// units and a same-size input is copied exactly. SSE2, or AVX2 when the
-// CPU has it (chosen at run time; FACEVEC_SIMD=sse2 in the environment
-// keeps to SSE2); every variant gives the same floats.
+// units and a same-size input is copied exactly. SSE2, AVX2 or AVX-512
+// (F, BW, VL, VBMI, VNNI), the widest the CPU has (chosen at run time;
+// FACEVEC_SIMD=sse2 or FACEVEC_SIMD=avx2 in the environment holds it to
+// that level); every variant gives the same floats.
 //
 // All functions are reentrant. Filter weights are cached per thread and
 // (input, output) size pair, and each thread keeps one row of scratch (3

@@ -1032,6 +1032,125 @@ TEST(PreprocessTest, PortableKernelsPassTheResizeTestsToo) {
     EXPECT_GE(passed, kPortableResizeTests) << out;
 }
 
+// The environment variable that makes EveryKernelLevelGivesTheSameBits
+// a child that only writes kernel_outputs() to the file it names.
+constexpr const char *kKernelDumpEnv = "FACEVEC_TEST_KERNEL_DUMP";
+
+// The bytes of preprocess and resize results over cases that reach every
+// kernel and its edges: the AVX-512 windows (250 -> 150) and the AVX2
+// groups when a window is too narrow (a 20x shrink), output widths under
+// one group of 8, not a multiple of 8 and exactly 8, boxes too narrow
+// for one AVX-512 vertical step (7 and 11 pixels), odd tap counts, a box
+// touching the right and bottom edges, enlarging, BGR, NHWC, a scale too
+// small to fold into the sums, and resize's bytes.
+std::vector<uint8_t> kernel_outputs() {
+    struct kernel_case {
+        int width, height;  // image
+        crop_box box;
+        int out_w, out_h;
+        channel_order order;
+        tensor_layout layout;
+        float scale;
+    };
+    constexpr float kTinyScale = 1e-35F;
+    const auto rgb = channel_order::rgb;
+    const auto bgr = channel_order::bgr;
+    const auto nchw = tensor_layout::nchw;
+    const auto nhwc = tensor_layout::nhwc;
+    const kernel_case cases[] = {
+        {250, 250, {0, 0, 250, 250}, 150, 150, rgb, nchw, 1.0F / 255},
+        {250, 250, {0, 0, 250, 250}, 150, 150, bgr, nhwc, 1.0F},
+        {640, 480, {40, 0, 600, 480}, 30, 24, bgr, nchw, 1.0F},
+        {97, 61, {40, 21, 57, 40}, 19, 13, rgb, nchw, 0.5F},
+        {97, 61, {90, 0, 7, 61}, 5, 7, bgr, nchw, 2.0F},
+        {37, 23, {0, 0, 37, 23}, 15, 9, rgb, nchw, 1.0F},
+        {37, 23, {0, 0, 37, 23}, 8, 8, bgr, nchw, 1.0F},
+        {37, 23, {26, 12, 11, 11}, 9, 17, rgb, nchw, 1.0F},
+        {301, 97, {0, 0, 301, 97}, 224, 224, bgr, nchw, 1.0F},
+        {61, 40, {0, 0, 61, 40}, 97, 30, rgb, nchw, 1.0F},
+        {250, 250, {0, 0, 250, 250}, 150, 150, rgb, nchw, kTinyScale},
+    };
+    std::vector<uint8_t> out;
+    uint32_t seed = kSeed;
+    for (const kernel_case &c : cases) {
+        image img = noise(c.width, c.height, seed++);
+        preprocess_spec spec;
+        spec.width = c.out_w;
+        spec.height = c.out_h;
+        spec.crop = crop_mode::box;
+        spec.box = c.box;
+        spec.order = c.order;
+        spec.layout = c.layout;
+        spec.mean = {122.5F, 117.25F, 104.125F};
+        spec.scale = {c.scale, c.scale * 2, c.scale / 2};
+        auto input = preprocess(img, spec);
+        EXPECT_TRUE(input.is_ok()) << input.error().to_string();
+        if (!input)
+            continue;
+        const auto *bytes = reinterpret_cast<const uint8_t *>(input->data());
+        out.insert(out.end(), bytes, bytes + input->size() * sizeof(float));
+        auto resized = resize(img, c.out_w, c.out_h);
+        EXPECT_TRUE(resized.is_ok()) << resized.error().to_string();
+        if (resized)
+            out.insert(out.end(), resized->rgb.begin(), resized->rgb.end());
+    }
+    return out;
+}
+
+TEST(PreprocessTest, EveryKernelLevelGivesTheSameBits) {
+    if (const char *path = std::getenv(kKernelDumpEnv)) {
+        write_bytes(path, kernel_outputs());
+        return;
+    }
+    // This process uses the widest kernels the CPU has; children held to
+    // SSE2, to AVX2 and left free must give the same bytes.
+    std::vector<uint8_t> here = kernel_outputs();
+    ASSERT_FALSE(here.empty());
+    std::string self = fs::read_symlink("/proc/self/exe");
+    temp_dir dir;
+    for (std::string level : {"sse2", "avx2", "widest"}) {
+        std::string path = dir.str(level + ".bin");
+        std::string cmd =
+            "FACEVEC_SIMD=" + level + " " + kKernelDumpEnv + "=" +
+            shell_quoted(path) + " " + shell_quoted(self) +
+            " --gtest_filter=PreprocessTest.EveryKernelLevelGivesTheSameBits"
+            " 2>&1";
+        FILE *child = popen(cmd.c_str(), "r");
+        ASSERT_NE(child, nullptr) << cmd;
+        std::string log;
+        char buf[4096];
+        for (size_t n; (n = std::fread(buf, 1, sizeof buf, child)) > 0;)
+            log.append(buf, n);
+        ASSERT_EQ(pclose(child), 0) << cmd << "\n" << log;
+        std::vector<uint8_t> got = read_bytes(path);
+        ASSERT_EQ(got.size(), here.size()) << level << "\n" << log;
+        auto diff = std::mismatch(got.begin(), got.end(), here.begin());
+        EXPECT_TRUE(diff.first == got.end())
+            << level << ": first difference at byte "
+            << (diff.first - got.begin());
+    }
+}
+
+TEST(PreprocessTest, ResizeRoundsAsInputToImageDoes) {
+    // resize() rounds its values four pixels at a time; input_to_image
+    // rounds the same values of an identity spec one by one (lround).
+    // Noise through uneven sizes hits values near and at .5.
+    const std::pair<int, int> sizes[] = {{150, 150}, {19, 13}, {5, 7},
+                                         {224, 224}, {9, 17},  {640, 3}};
+    image img = noise(250, 250, kSeed);
+    for (auto [w, h] : sizes) {
+        preprocess_spec spec;
+        spec.width = w;
+        spec.height = h;
+        auto input = preprocess(img, spec);
+        ASSERT_TRUE(input.is_ok()) << input.error().to_string();
+        auto want = input_to_image(*input, spec);
+        auto got = resize(img, w, h);
+        ASSERT_TRUE(want.is_ok() && got.is_ok());
+        EXPECT_EQ(got->rgb, want->rgb) << w << "x" << h;
+    }
+}
+
 TEST(PreprocessTest, AppliesMeanScaleAndChannelOrder) {
     image img = solid(20, 20, 10, 20, 30);
     const preprocess_spec *resnet = find_preprocess_spec("face-resnet");
@@ -1307,7 +1426,7 @@ TEST(LfwTest, SampleImagesMatchPillow) {
     std::string cmd = python() + " " + shell_quoted(dir.str("ref.py")) + " " +
                       shell_quoted(dir.str());
     for (const auto &s : sample)
-        cmd += " " + shell_quoted(s);
+        cmd.append(" ").append(shell_quoted(s));
     ASSERT_EQ(std::system(cmd.c_str()), 0);
 
     for (size_t i = 0; i < sample.size(); ++i) {
