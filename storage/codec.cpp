@@ -186,9 +186,9 @@ std::string person_prefix(std::string_view person) {
     return key;
 }
 
-std::string person_key(std::string_view person, uint64_t first_id) {
+std::string person_key(std::string_view person, uint64_t last_id) {
     std::string key = person_prefix(person);
-    key.append(id_key(first_id));
+    key.append(id_key(last_id));
     return key;
 }
 

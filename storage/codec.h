@@ -69,8 +69,9 @@ std::string id_key(uint64_t id);
 
 // "person + 0x00", the prefix of every persons key of a person.
 std::string person_prefix(std::string_view person);
-// The persons key of the entries whose first face is `first_id`.
-std::string person_key(std::string_view person, uint64_t first_id);
+// The persons key of a run of faces whose last id is `last_id`, and
+// where a lookup of face `last_id` seeks to.
+std::string person_key(std::string_view person, uint64_t last_id);
 // The id at the end of a persons key whose person prefix is
 // `prefix_size` bytes; nullopt when 8 bytes do not follow it.
 std::optional<uint64_t> id_of_person_key(std::string_view key,

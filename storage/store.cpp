@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <list>
 #include <map>
 #include <mutex>
 #include <string_view>
@@ -75,8 +76,9 @@ constexpr size_t kMaxEntriesPerRecord = 512;
 // Ids stay below 2^63, so a persons entry's varint(delta * 2) fits.
 constexpr uint64_t kMaxId = (uint64_t{1} << 63) - 1;
 // A person with at least this many faces has their content digests kept
-// in memory after a lookup (one such person at a time).
+// in memory after a lookup, for the kCachedPersons looked up last.
 constexpr size_t kCachedPersonFaces = 4096;
+constexpr size_t kCachedPersons = 4;
 // Schema versions before this one are refused (no migration).
 constexpr uint32_t kOldestReadableSchema = 3;
 constexpr auto kPurgeWaitLimit = std::chrono::seconds(30);
@@ -163,7 +165,7 @@ rocksdb::ReadOptions internal::bulk_read_options() {
 
 namespace {
 
-std::string quoted(const std::string &s) {
+std::string in_quotes(const std::string &s) {
     return "'" + s + "'";
 }
 
@@ -411,24 +413,37 @@ status check_families(const fs::path &dir, const std::string &shown,
                               s.ToString());
         }
         return corruption("not a facevec database: " + shown +
-                          " has no column family " + quoted(name));
+                          " has no column family " + in_quotes(name));
     }
     return status::ok();
 }
 
 }  // namespace
 
-// The content digests of one person with many faces, so that a long
-// import under one label does not read all of that person's persons
-// records again for every batch. Writes keep it current; `generation`
-// counts them, so a lookup that read the records while a write went on
-// does not install what it read.
+// The content digests of the few persons with many faces looked up last,
+// so that a long import under such labels does not read all of their
+// persons records again for every batch. Writes keep it current;
+// `generation` counts them, so a lookup that read the records while a
+// write went on does not install what it read.
 struct digest_cache {
+    struct person_digests {
+        std::string person;
+        std::unordered_multimap<uint64_t, uint64_t> ids;  // digest -> face
+    };
     std::mutex mutex;
     uint64_t generation = 0;
-    bool valid = false;
-    std::string person;
-    std::unordered_multimap<uint64_t, uint64_t> ids;  // digest -> face id
+    std::list<person_digests> persons;  // most recently used first
+
+    // The entry of `person`, moved to the front; nullptr when absent.
+    person_digests *find(std::string_view person) {
+        for (auto it = persons.begin(); it != persons.end(); ++it) {
+            if (it->person == person) {
+                persons.splice(persons.begin(), persons, it);
+                return &persons.front();
+            }
+        }
+        return nullptr;
+    }
 };
 
 struct store::impl {
@@ -457,10 +472,11 @@ struct store::impl {
         const std::unordered_multimap<uint64_t, size_t> &digests,
         std::vector<std::pair<uint64_t, size_t>> &candidates) const {
         std::lock_guard lock(cache.mutex);
-        if (!cache.valid || cache.person != person)
+        digest_cache::person_digests *cached = cache.find(person);
+        if (cached == nullptr)
             return false;
         for (const auto &[digest, i] : digests) {
-            auto [first, last] = cache.ids.equal_range(digest);
+            auto [first, last] = cached->ids.equal_range(digest);
             for (; first != last; ++first)
                 candidates.emplace_back(first->second, i);
         }
@@ -475,12 +491,17 @@ struct store::impl {
         std::lock_guard lock(cache.mutex);
         if (cache.generation != generation)
             return;
-        cache.valid = true;
-        cache.person = person;
-        cache.ids.clear();
-        cache.ids.reserve(read.size());
+        digest_cache::person_digests *cached = cache.find(person);
+        if (cached == nullptr) {
+            cache.persons.push_front({std::string(person), {}});
+            if (cache.persons.size() > kCachedPersons)
+                cache.persons.pop_back();
+            cached = &cache.persons.front();
+        }
+        cached->ids.clear();
+        cached->ids.reserve(read.size());
         for (const auto &[digest, id] : read)
-            cache.ids.emplace(digest, id);
+            cached->ids.emplace(digest, id);
     }
 
     // After a write that changed `person`'s faces: adds the new faces'
@@ -491,16 +512,16 @@ struct store::impl {
                         added = {}) const {
         std::lock_guard lock(cache.mutex);
         ++cache.generation;
-        if (!cache.valid || cache.person != person)
+        digest_cache::person_digests *cached = cache.find(person);
+        if (cached == nullptr)
             return;
         if (removed) {
-            cache.valid = false;
-            cache.ids.clear();
+            cache.persons.pop_front();
             return;
         }
         for (const auto &[id, hash] : added) {
             if (!hash.empty())
-                cache.ids.emplace(internal::content_digest(hash), id);
+                cached->ids.emplace(internal::content_digest(hash), id);
         }
     }
 
@@ -561,7 +582,7 @@ struct store::impl {
                 ++new_persons;
             } else if (!st.ok()) {
                 return from_rocksdb(st, shown + ": reading the face count of " +
-                                            quoted(std::string(person)));
+                                            in_quotes(std::string(person)));
             } else {
                 before =
                     internal::decode_u64(values[i].ToStringView()).value_or(0);
@@ -713,6 +734,11 @@ status store::impl::read_meta() {
         return corruption(shown + ": stored dim " + std::to_string(meta.dim) +
                           " is not in 1.." + std::to_string(kMaxDim));
     }
+    if (next_id == 0 || next_id > kMaxId) {
+        return corruption(shown + ": stored next id " +
+                          std::to_string(next_id) + " is not in 1.." +
+                          std::to_string(kMaxId));
+    }
     meta.metric = metric_kind::l2;
     meta.normalized = normalized != 0;
     std::memcpy(&meta.threshold, &threshold_bits, sizeof meta.threshold);
@@ -732,8 +758,8 @@ status store::impl::check_against(const open_options &opts) const {
         opts.meta.model_fingerprint != meta.model_fingerprint) {
         return mismatch("database " + shown +
                         " was made with model fingerprint " +
-                        quoted(meta.model_fingerprint) + ", expected " +
-                        quoted(opts.meta.model_fingerprint));
+                        in_quotes(meta.model_fingerprint) + ", expected " +
+                        in_quotes(opts.meta.model_fingerprint));
     }
     return status::ok();
 }
@@ -898,7 +924,7 @@ status store::impl::read_entries(
     std::vector<internal::person_entry> &entries) const {
     auto key_id =
         internal::id_of_person_key(it.key().ToStringView(), prefix_size);
-    std::string what = shown + ": bad persons record of " + quoted(person);
+    std::string what = shown + ": bad persons record of " + in_quotes(person);
     if (!key_id) {
         return corruption(what + ": its key has " +
                           std::to_string(it.key().size()) + " bytes");
@@ -932,7 +958,7 @@ status store::impl::faces_of(const std::string &person,
         keys.push_back(it->key().ToString());
     }
     FACEVEC_RETURN_IF_ERROR(from_rocksdb(
-        it->status(), shown + ": listing faces of " + quoted(person)));
+        it->status(), shown + ": listing faces of " + in_quotes(person)));
     std::sort(ids.begin(), ids.end());
     return status::ok();
 }
@@ -951,7 +977,7 @@ status store::impl::faces_of_by_scan(const std::string &person,
         keys.push_back(it->key().ToString());
     }
     FACEVEC_RETURN_IF_ERROR(from_rocksdb(
-        it->status(), shown + ": listing faces of " + quoted(person)));
+        it->status(), shown + ": listing faces of " + in_quotes(person)));
 
     it.reset(h.db->NewIterator(ro, cf(faces_family)));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
@@ -967,7 +993,7 @@ status store::impl::faces_of_by_scan(const std::string &person,
         }
     }
     return from_rocksdb(it->status(),
-                        shown + ": scanning faces of " + quoted(person));
+                        shown + ": scanning faces of " + in_quotes(person));
 }
 
 result<std::vector<uint64_t>> store::remove_person(const std::string &person) {
@@ -985,16 +1011,16 @@ result<std::vector<uint64_t>> store::remove_person(const std::string &person) {
         logger()->warn("{}; finding the faces of {} by a full scan",
                        listed ? s.shown + ": the persons index lists " +
                                     std::to_string(ids.size()) + " faces of " +
-                                    quoted(person) + ", its count says " +
+                                    in_quotes(person) + ", its count says " +
                                     std::to_string(expected)
                               : listed.message(),
-                       quoted(person));
+                       in_quotes(person));
         ids.clear();
         keys.clear();
         FACEVEC_RETURN_IF_ERROR(s.faces_of_by_scan(person, ids, keys));
     }
     if (ids.empty() && keys.empty() && !count.value()) {
-        return not_found("person not found: " + quoted(person));
+        return not_found("person not found: " + in_quotes(person));
     }
 
     rocksdb::WriteBatch batch;
@@ -1005,10 +1031,11 @@ result<std::vector<uint64_t>> store::remove_person(const std::string &person) {
     batch.Delete(s.cf(person_counts_family), person);
 
     uint64_t faces_n = s.faces - std::min<uint64_t>(s.faces, ids.size());
-    uint64_t persons_n = s.persons - (count.value() && s.persons > 0 ? 1 : 0);
+    bool existed = count.value() || !ids.empty() || !keys.empty();
+    uint64_t persons_n = s.persons - (existed && s.persons > 0 ? 1 : 0);
     s.put_counters(batch, s.next_id, faces_n, persons_n);
     FACEVEC_RETURN_IF_ERROR(
-        s.write(batch, "removing person " + quoted(person)));
+        s.write(batch, "removing person " + in_quotes(person)));
     s.note_write(person, /*removed=*/true);
     s.faces = faces_n;
     s.persons = persons_n;
@@ -1021,13 +1048,13 @@ status store::impl::unlist_face(const std::string &person, uint64_t id,
     std::unique_ptr<rocksdb::Iterator> it(
         h.db->NewIterator(rocksdb::ReadOptions(), cf(persons_family)));
     std::vector<internal::person_entry> entries;
-    bool damaged = false;
+    status damaged = status::ok();  // the first record that failed
     // Takes the face out of the record at `it` when it lists it.
     auto unlist_here = [&] {
         status st = read_entries(*it, prefix.size(), person, entries);
         if (!st) {
-            logger()->error("{}", st.message());
-            damaged = true;
+            if (damaged)
+                damaged = st;
             return false;
         }
         auto listed = std::find_if(
@@ -1061,10 +1088,13 @@ status store::impl::unlist_face(const std::string &person, uint64_t id,
             return status::ok();
     }
     FACEVEC_RETURN_IF_ERROR(from_rocksdb(
-        it->status(), shown + ": listing faces of " + quoted(person)));
-    if (!damaged) {
+        it->status(), shown + ": listing faces of " + in_quotes(person)));
+    if (damaged) {
         logger()->error("{}: face {} is missing from the persons index of {}",
-                        shown, id, quoted(person));
+                        shown, id, in_quotes(person));
+    } else {
+        logger()->error("{}; face {} may be listed there", damaged.message(),
+                        id);
     }
     return status::ok();
 }
@@ -1093,20 +1123,25 @@ status store::remove_face(uint64_t id) {
     FACEVEC_RETURN_IF_ERROR(s.unlist_face(f.person, id, batch));
 
     // The person's count, and the person itself when this was the last.
+    // A missing or unreadable count leaves the person total alone.
     auto count = s.get(person_counts_family, f.person);
     FACEVEC_RETURN_IF_ERROR(count.error());
-    uint64_t before =
-        count.value() ? internal::decode_u64(*count.value()).value_or(1) : 1;
+    std::optional<uint64_t> before;
+    if (count.value())
+        before = internal::decode_u64(*count.value());
     uint64_t persons_n = s.persons;
-    if (before <= 1) {
+    if (!before) {
+        logger()->error("{}: the face count of {} is missing or corrupt",
+                        s.shown, in_quotes(f.person));
+    } else if (*before <= 1) {
         batch.Delete(s.cf(person_counts_family), f.person);
-        --persons_n;
+        persons_n -= persons_n > 0 ? 1 : 0;
     } else {
         batch.Put(s.cf(person_counts_family), f.person,
-                  internal::encode_u64(before - 1));
+                  internal::encode_u64(*before - 1));
     }
 
-    uint64_t faces_n = s.faces - 1;
+    uint64_t faces_n = s.faces - (s.faces > 0 ? 1 : 0);
     s.put_counters(batch, s.next_id, faces_n, persons_n);
     FACEVEC_RETURN_IF_ERROR(
         s.write(batch, "removing face " + std::to_string(id)));
@@ -1307,10 +1342,12 @@ result<std::vector<bool>> store::has_contents(
         read.clear();
         const std::string label(person);
         std::string prefix = internal::person_prefix(person);
+        uint64_t listed = 0;
         for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
              it->Next()) {
             FACEVEC_RETURN_IF_ERROR(
                 s.read_entries(*it, prefix.size(), label, entries));
+            listed += entries.size();
             for (const internal::person_entry &e : entries) {
                 if (!e.hashed)
                     continue;
@@ -1324,7 +1361,21 @@ result<std::vector<bool>> store::has_contents(
             from_rocksdb(it->status(), s.shown +
                                            ": looking up the content "
                                            "hashes of " +
-                                           quoted(label)));
+                                           in_quotes(label)));
+        // A lost record would make its faces look absent: the index must
+        // list as many faces as the person's count says.
+        auto count = s.get(person_counts_family, label, ro.snapshot);
+        FACEVEC_RETURN_IF_ERROR(count.error());
+        uint64_t expected =
+            count.value() ? internal::decode_u64(*count.value()).value_or(0)
+                          : 0;
+        if (listed != expected) {
+            return corruption(s.shown + ": the persons index lists " +
+                              std::to_string(listed) + " faces of " +
+                              in_quotes(label) + ", its count says " +
+                              std::to_string(expected) +
+                              " (remove the person and enroll them again)");
+        }
         if (read.size() >= kCachedPersonFaces)
             s.cache_person(person, generation, read);
     }

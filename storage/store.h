@@ -174,12 +174,13 @@ class store {
 
     // has_content for many (person, content hash) pairs at once, on one
     // snapshot, reading each person's entries once; element i answers
-    // keys[i]. The digests of one person with thousands of faces stay in
-    // memory after a lookup (about 50 bytes a face), so a long import
-    // under one label reads their entries once, not per batch.
+    // keys[i]. The digests of the last 4 persons with thousands of faces
+    // looked up stay in memory (about 50 bytes a face), so a long import
+    // under such labels reads their entries once, not per batch.
     // corruption (naming the person, the record and what is wrong) when a
-    // persons record or a matching face record cannot be decoded, so that
-    // a damaged index stops an enroll rather than letting it enroll
+    // persons record or a matching face record cannot be decoded, or the
+    // index lists another number of faces than the person's count, so
+    // that a damaged index stops an enroll rather than letting it enroll
     // duplicates; io_error when RocksDB cannot read.
     result<std::vector<bool>> has_contents(
         std::span<const std::pair<std::string, std::string>> keys) const;

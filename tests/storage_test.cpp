@@ -867,10 +867,13 @@ TEST(StoreTest, ContentLookupsStayRightForAPersonWithManyFaces) {
     testing::temp_dir dir;
     auto s = open_ok(dir.str("db"));
     ASSERT_NE(s, nullptr);
+    // A second big label shares every batch, so both are cached.
     auto batch_of = [&](uint32_t b) {
         std::vector<face_record> faces;
-        for (uint32_t i = 0; i < kPerBatch; ++i)
+        for (uint32_t i = 0; i < kPerBatch; ++i) {
             faces.push_back(make_face("crowd", b * kPerBatch + i));
+            faces.push_back(make_face("throng", b * kPerBatch + i));
+        }
         return faces;
     };
     auto hash_of = [](uint32_t seed) {
@@ -887,8 +890,15 @@ TEST(StoreTest, ContentLookupsStayRightForAPersonWithManyFaces) {
         {"crowd", hash_of(total - 1)},
         {"crowd", hash_of(total)},
         {"crowd", hash_of(total + 1)}};
-    EXPECT_EQ(s->has_contents(keys).value(),
-              (std::vector<bool>{true, true, false, false}));
+    std::vector<std::pair<std::string, std::string>> throng = {
+        {"throng", make_face("throng", 7).content_hash},
+        {"throng", make_face("throng", total).content_hash}};
+    for (int round = 0; round < 2; ++round) {
+        EXPECT_EQ(s->has_contents(keys).value(),
+                  (std::vector<bool>{true, true, false, false}));
+        EXPECT_EQ(s->has_contents(throng).value(),
+                  (std::vector<bool>{true, false}));
+    }
     // A batch written after the lookup is seen by the next one.
     put_ok(*s, {make_face("crowd", total), make_face("other", total + 1)});
     EXPECT_EQ(s->has_contents(keys).value(),
@@ -1049,12 +1059,52 @@ TEST(StoreTest, LostPersonsRecordStillLetsThePersonBeRemoved) {
     }
     auto s = open_ok(dir.str("db"), open_options());
     ASSERT_NE(s, nullptr);
+    // The lost record's face would look absent: a lookup refuses instead.
+    std::vector<std::pair<std::string, std::string>> keys = {
+        {"ann", make_face("ann", 1).content_hash}};
+    auto found = s->has_contents(keys);
+    ASSERT_FALSE(found.is_ok());
+    EXPECT_EQ(found.error().code(), error_code::corruption);
+    EXPECT_EQ(found.error().message(),
+              dir.str("db") +
+                  ": the persons index lists 1 faces of 'ann', its count "
+                  "says 2 (remove the person and enroll them again)");
     auto removed = s->remove_person("ann");
     ASSERT_TRUE(removed.is_ok()) << removed.error().to_string();
     EXPECT_EQ(removed.value(), (std::vector<uint64_t>{first[0], second[0]}));
     EXPECT_EQ(s->face_count(), 0u);
     EXPECT_EQ(s->person_count(), 0u);
     EXPECT_TRUE(s->list_persons("", 10).empty());
+}
+
+TEST(StoreTest, LostFaceCountNeverWrapsThePersonTotal) {
+    testing::temp_dir dir;
+    std::vector<uint64_t> ids;
+    {
+        auto s = open_ok(dir.str("db"));
+        ASSERT_NE(s, nullptr);
+        ids = put_ok(*s, {make_face("ann", 1), make_face("ann", 2),
+                          make_face("ann", 3)});
+    }
+    {
+        raw_db raw(dir.str("db"));
+        ASSERT_TRUE(raw.db
+                        ->Delete(rocksdb::WriteOptions(),
+                                 raw.family(internal::kPersonCountsFamily),
+                                 "ann")
+                        .ok());
+    }
+    auto s = open_ok(dir.str("db"), open_options());
+    ASSERT_NE(s, nullptr);
+    ASSERT_TRUE(s->remove_face(ids[0]).is_ok());
+    ASSERT_TRUE(s->remove_face(ids[1]).is_ok());
+    EXPECT_EQ(s->person_count(), 1u);
+    EXPECT_EQ(s->face_count(), 1u);
+    auto removed = s->remove_person("ann");
+    ASSERT_TRUE(removed.is_ok()) << removed.error().to_string();
+    EXPECT_EQ(removed.value(), std::vector<uint64_t>{ids[2]});
+    EXPECT_EQ(s->person_count(), 0u);
+    EXPECT_EQ(s->face_count(), 0u);
 }
 
 // A persons record keeps a digest of each hash: a digest that matches is
