@@ -22,6 +22,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -163,18 +164,28 @@ void BM_decode_only(benchmark::State &state) {
     state.SetItemsProcessed(state.iterations());
 }
 
+// The image decode_only returns for the state's case; nullopt, with the
+// benchmark skipped, when it cannot be decoded.
+std::optional<facevec::embed::image> decoded_case(benchmark::State &state,
+                                                  const preprocess_spec &spec) {
+    facevec::embed::decode_options opts;
+    opts.min_side = facevec::embed::decode_min_side(spec);
+    auto img = facevec::embed::decode_bytes(jpeg_case(state.range(0)),
+                                            "bench.jpg", opts);
+    if (!img.is_ok()) {
+        state.SkipWithError(img.error().message().c_str());
+        return std::nullopt;
+    }
+    return std::move(img).value();
+}
+
 // preprocess_into alone, on the image decode_only returns.
 // NOLINTNEXTLINE(readability-identifier-naming): BM_ names.
 void BM_preprocess_only(benchmark::State &state) {
-    const std::vector<uint8_t> &jpeg = jpeg_case(state.range(0));
     const preprocess_spec &spec = *facevec::embed::find_preprocess_spec(kModel);
-    facevec::embed::decode_options opts;
-    opts.min_side = facevec::embed::decode_min_side(spec);
-    auto img = facevec::embed::decode_bytes(jpeg, "bench.jpg", opts);
-    if (!img.is_ok()) {
-        state.SkipWithError(img.error().message().c_str());
+    auto img = decoded_case(state, spec);
+    if (!img)
         return;
-    }
     std::vector<float> input(facevec::embed::input_floats(spec));
     for (auto _ : state) {
         if (!facevec::embed::preprocess_into(*img, spec, input).is_ok()) {
@@ -190,15 +201,10 @@ void BM_preprocess_only(benchmark::State &state) {
 // that shares the vertical pass with preprocess_into.
 // NOLINTNEXTLINE(readability-identifier-naming): BM_ names.
 void BM_resize_only(benchmark::State &state) {
-    const std::vector<uint8_t> &jpeg = jpeg_case(state.range(0));
     const preprocess_spec &spec = *facevec::embed::find_preprocess_spec(kModel);
-    facevec::embed::decode_options opts;
-    opts.min_side = facevec::embed::decode_min_side(spec);
-    auto img = facevec::embed::decode_bytes(jpeg, "bench.jpg", opts);
-    if (!img.is_ok()) {
-        state.SkipWithError(img.error().message().c_str());
+    auto img = decoded_case(state, spec);
+    if (!img)
         return;
-    }
     for (auto _ : state) {
         auto resized = facevec::embed::resize(*img, spec.width, spec.height);
         if (!resized.is_ok()) {

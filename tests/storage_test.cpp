@@ -914,6 +914,31 @@ TEST(StoreTest, ContentLookupsStayRightForAPersonWithManyFaces) {
     EXPECT_TRUE(s->has_content("other", hash_of(total + 1)));
 }
 
+// Creates a database at `path` holding `batches`, one put_batch each,
+// and returns their ids batch by batch.
+std::vector<std::vector<uint64_t>> create_with(
+    const std::string &path,
+    const std::vector<std::vector<face_record>> &batches) {
+    std::vector<std::vector<uint64_t>> ids;
+    auto s = open_ok(path);
+    for (const auto &batch : batches)
+        ids.push_back(s ? put_ok(*s, batch) : std::vector<uint64_t>());
+    return ids;
+}
+
+// Damages a closed database as a failing disk or a stray tool would:
+// puts `value` at `key` of `family` with plain RocksDB, or deletes the
+// key when there is no value.
+void damage(const std::string &path, const char *family, const std::string &key,
+            std::optional<std::string> value) {
+    raw_db raw(path);
+    rocksdb::ColumnFamilyHandle *f = raw.family(family);
+    rocksdb::Status st =
+        value ? raw.db->Put(rocksdb::WriteOptions(), f, key, *value)
+              : raw.db->Delete(rocksdb::WriteOptions(), f, key);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+}
+
 // The persons records of `person`, decoded: last id -> entry ids.
 std::map<uint64_t, std::vector<uint64_t>> persons_records(
     const std::string &path, const std::string &person) {
@@ -994,23 +1019,14 @@ TEST(StoreTest, BigBatchesSplitIntoRecordsAndRemovalRewritesOnlyOne) {
 // an enroll add duplicates unnoticed.
 TEST(StoreTest, DamagedPersonsRecordIsReportedAndThePersonCanBeRemoved) {
     testing::temp_dir dir;
-    std::vector<uint64_t> first;
-    std::vector<uint64_t> second;
-    {
-        auto s = open_ok(dir.str("db"));
-        ASSERT_NE(s, nullptr);
-        first = put_ok(*s, {make_face("ann", 1), make_face("ann", 2),
-                            make_face("bob", 3)});
-        second = put_ok(*s, {make_face("ann", 4)});
-    }
-    {
-        raw_db raw(dir.str("db"));
-        ASSERT_TRUE(raw.db
-                        ->Put(rocksdb::WriteOptions(),
-                              raw.family(internal::kPersonsFamily),
-                              internal::person_key("ann", first[1]), "\xff")
-                        .ok());
-    }
+    auto ids = create_with(
+        dir.str("db"),
+        {{make_face("ann", 1), make_face("ann", 2), make_face("bob", 3)},
+         {make_face("ann", 4)}});
+    const std::vector<uint64_t> &first = ids.at(0);
+    const std::vector<uint64_t> &second = ids.at(1);
+    damage(dir.str("db"), internal::kPersonsFamily,
+           internal::person_key("ann", first.at(1)), "\xff");
     auto s = open_ok(dir.str("db"), open_options());
     ASSERT_NE(s, nullptr);
     std::vector<std::pair<std::string, std::string>> keys = {
@@ -1041,22 +1057,12 @@ TEST(StoreTest, DamagedPersonsRecordIsReportedAndThePersonCanBeRemoved) {
 
 TEST(StoreTest, LostPersonsRecordStillLetsThePersonBeRemoved) {
     testing::temp_dir dir;
-    std::vector<uint64_t> first;
-    std::vector<uint64_t> second;
-    {
-        auto s = open_ok(dir.str("db"));
-        ASSERT_NE(s, nullptr);
-        first = put_ok(*s, {make_face("ann", 1)});
-        second = put_ok(*s, {make_face("ann", 2)});
-    }
-    {
-        raw_db raw(dir.str("db"));
-        ASSERT_TRUE(raw.db
-                        ->Delete(rocksdb::WriteOptions(),
-                                 raw.family(internal::kPersonsFamily),
-                                 internal::person_key("ann", first[0]))
-                        .ok());
-    }
+    auto ids = create_with(dir.str("db"),
+                           {{make_face("ann", 1)}, {make_face("ann", 2)}});
+    const std::vector<uint64_t> &first = ids.at(0);
+    const std::vector<uint64_t> &second = ids.at(1);
+    damage(dir.str("db"), internal::kPersonsFamily,
+           internal::person_key("ann", first.at(0)), std::nullopt);
     auto s = open_ok(dir.str("db"), open_options());
     ASSERT_NE(s, nullptr);
     // The lost record's face would look absent: a lookup refuses instead.
@@ -1079,21 +1085,11 @@ TEST(StoreTest, LostPersonsRecordStillLetsThePersonBeRemoved) {
 
 TEST(StoreTest, LostFaceCountNeverWrapsThePersonTotal) {
     testing::temp_dir dir;
-    std::vector<uint64_t> ids;
-    {
-        auto s = open_ok(dir.str("db"));
-        ASSERT_NE(s, nullptr);
-        ids = put_ok(*s, {make_face("ann", 1), make_face("ann", 2),
-                          make_face("ann", 3)});
-    }
-    {
-        raw_db raw(dir.str("db"));
-        ASSERT_TRUE(raw.db
-                        ->Delete(rocksdb::WriteOptions(),
-                                 raw.family(internal::kPersonCountsFamily),
-                                 "ann")
-                        .ok());
-    }
+    const std::vector<uint64_t> ids =
+        create_with(dir.str("db"), {{make_face("ann", 1), make_face("ann", 2),
+                                     make_face("ann", 3)}})
+            .at(0);
+    damage(dir.str("db"), internal::kPersonCountsFamily, "ann", std::nullopt);
     auto s = open_ok(dir.str("db"), open_options());
     ASSERT_NE(s, nullptr);
     ASSERT_TRUE(s->remove_face(ids[0]).is_ok());
@@ -1111,25 +1107,14 @@ TEST(StoreTest, LostFaceCountNeverWrapsThePersonTotal) {
 // confirmed against the full hash in the face record.
 TEST(StoreTest, ContentDigestMatchesAreConfirmedByTheFullHash) {
     testing::temp_dir dir;
-    uint64_t id = 0;
-    {
-        auto s = open_ok(dir.str("db"));
-        ASSERT_NE(s, nullptr);
-        face_record f = make_face("alice", 1);
-        f.content_hash = "held";
-        id = put_ok(*s, {f}).at(0);
-    }
-    {
-        // The record now claims the digest of another hash.
-        raw_db raw(dir.str("db"));
-        std::string value;
-        internal::append_person_entry(value, 0, id, "claimed");
-        ASSERT_TRUE(raw.db
-                        ->Put(rocksdb::WriteOptions(),
-                              raw.family(internal::kPersonsFamily),
-                              internal::person_key("alice", id), value)
-                        .ok());
-    }
+    face_record f = make_face("alice", 1);
+    f.content_hash = "held";
+    const uint64_t id = create_with(dir.str("db"), {{f}}).at(0).at(0);
+    // The record now claims the digest of another hash.
+    std::string value;
+    internal::append_person_entry(value, 0, id, "claimed");
+    damage(dir.str("db"), internal::kPersonsFamily,
+           internal::person_key("alice", id), value);
     auto s = open_ok(dir.str("db"), open_options());
     ASSERT_NE(s, nullptr);
     EXPECT_FALSE(s->has_content("alice", "claimed"));
