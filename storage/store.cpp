@@ -610,13 +610,9 @@ struct store::impl {
     status faces_of(const std::string &person, std::vector<uint64_t> &ids,
                     std::vector<std::string> &keys) const;
 
-    // The same found without the persons index (for when it is damaged):
-    // every persons key under the person's prefix, decodable or not, and
-    // the ids of the faces records that name the person. Cost: reads the
-    // whole faces family.
-    status faces_of_by_scan(const std::string &person,
-                            std::vector<uint64_t> &ids,
-                            std::vector<std::string> &keys) const;
+    // Every persons key under the person's prefix, decodable or not.
+    status person_keys(const std::string &person,
+                       std::vector<std::string> &keys) const;
 
     // Puts into b the change that takes face `id` out of its person's
     // persons record: the record rewritten without it, or deleted when it
@@ -963,37 +959,17 @@ status store::impl::faces_of(const std::string &person,
     return status::ok();
 }
 
-status store::impl::faces_of_by_scan(const std::string &person,
-                                     std::vector<uint64_t> &ids,
-                                     std::vector<std::string> &keys) const {
-    rocksdb::ManagedSnapshot snapshot(h.db);
-    rocksdb::ReadOptions ro = internal::bulk_read_options();
-    ro.snapshot = snapshot.snapshot();
+status store::impl::person_keys(const std::string &person,
+                                std::vector<std::string> &keys) const {
     std::string prefix = internal::person_prefix(person);
     std::unique_ptr<rocksdb::Iterator> it(
-        h.db->NewIterator(ro, cf(persons_family)));
+        h.db->NewIterator(rocksdb::ReadOptions(), cf(persons_family)));
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix);
          it->Next()) {
         keys.push_back(it->key().ToString());
     }
-    FACEVEC_RETURN_IF_ERROR(from_rocksdb(
-        it->status(), shown + ": listing faces of " + in_quotes(person)));
-
-    it.reset(h.db->NewIterator(ro, cf(faces_family)));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-        auto id = internal::decode_u64(it->key().ToStringView());
-        std::string_view face_meta;
-        std::string_view vector;
-        std::string_view label;
-        if (id &&
-            internal::split_face_value(it->value().ToStringView(), meta.dim,
-                                       face_meta, vector) &&
-            internal::decode_face_person(face_meta, label) && label == person) {
-            ids.push_back(*id);
-        }
-    }
     return from_rocksdb(it->status(),
-                        shown + ": scanning faces of " + in_quotes(person));
+                        shown + ": listing faces of " + in_quotes(person));
 }
 
 result<std::vector<uint64_t>> store::remove_person(const std::string &person) {
@@ -1017,7 +993,12 @@ result<std::vector<uint64_t>> store::remove_person(const std::string &person) {
                        in_quotes(person));
         ids.clear();
         keys.clear();
-        FACEVEC_RETURN_IF_ERROR(s.faces_of_by_scan(person, ids, keys));
+        FACEVEC_RETURN_IF_ERROR(s.person_keys(person, keys));
+        FACEVEC_RETURN_IF_ERROR(load_faces(
+            [&](uint64_t id, std::string_view label, std::string_view) {
+                if (label == person)
+                    ids.push_back(id);
+            }));
     }
     if (ids.empty() && keys.empty() && !count.value()) {
         return not_found("person not found: " + in_quotes(person));

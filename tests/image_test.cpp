@@ -141,6 +141,17 @@ image noise(int width, int height, uint32_t seed) {
     return img;
 }
 
+// A spec that crops `box` and resizes it to out_w x out_h, with the
+// default (identity) mean and scale.
+preprocess_spec box_spec(const crop_box &box, int out_w, int out_h) {
+    preprocess_spec spec;
+    spec.width = out_w;
+    spec.height = out_h;
+    spec.crop = crop_mode::box;
+    spec.box = box;
+    return spec;
+}
+
 // ---------------------------------------------------------------------
 // JPEGs written with libjpeg, for encoder options Pillow lacks.
 
@@ -829,11 +840,7 @@ TEST_F(ResizeTest, CropThenResizeMatchesPillow) {
     EXPECT_LE(max_abs_diff(*got, want), 1);
 
     // The same through a spec with an identity mean and scale.
-    preprocess_spec spec;
-    spec.width = want.width;
-    spec.height = want.height;
-    spec.crop = crop_mode::box;
-    spec.box = box;
+    preprocess_spec spec = box_spec(box, want.width, want.height);
     auto input = preprocess(source_, spec);
     ASSERT_TRUE(input.is_ok()) << input.error().to_string();
     auto picture = input_to_image(*input, spec);
@@ -939,12 +946,7 @@ TEST(PreprocessTest, ResizeMatchesItsDefinitionOnOddSizes) {
     uint32_t seed = kSeed;
     for (const resize_case &c : cases) {
         image img = noise(c.width, c.height, seed++);
-        preprocess_spec spec;
-        spec.width = c.out_w;
-        spec.height = c.out_h;
-        spec.crop = crop_mode::box;
-        spec.box = c.box;
-        auto got = preprocess(img, spec);
+        auto got = preprocess(img, box_spec(c.box, c.out_w, c.out_h));
         ASSERT_TRUE(got.is_ok()) << got.error().to_string();
         std::vector<double> want =
             reference_resize(img, c.box, c.out_w, c.out_h);
@@ -1074,11 +1076,7 @@ std::vector<uint8_t> kernel_outputs() {
     uint32_t seed = kSeed;
     for (const kernel_case &c : cases) {
         image img = noise(c.width, c.height, seed++);
-        preprocess_spec spec;
-        spec.width = c.out_w;
-        spec.height = c.out_h;
-        spec.crop = crop_mode::box;
-        spec.box = c.box;
+        preprocess_spec spec = box_spec(c.box, c.out_w, c.out_h);
         spec.order = c.order;
         spec.layout = c.layout;
         spec.mean = {122.5F, 117.25F, 104.125F};

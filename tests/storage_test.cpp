@@ -147,6 +147,31 @@ struct raw_db {
     }
 };
 
+// Creates a database at `path` holding `batches`, one put_batch each,
+// and returns their ids batch by batch.
+std::vector<std::vector<uint64_t>> create_with(
+    const std::string &path,
+    const std::vector<std::vector<face_record>> &batches) {
+    std::vector<std::vector<uint64_t>> ids;
+    auto s = open_ok(path);
+    for (const auto &batch : batches)
+        ids.push_back(s ? put_ok(*s, batch) : std::vector<uint64_t>());
+    return ids;
+}
+
+// Damages a closed database as a failing disk or a stray tool would:
+// puts `value` at `key` of `family` with plain RocksDB, or deletes the
+// key when there is no value.
+void damage(const std::string &path, const char *family, const std::string &key,
+            std::optional<std::string> value) {
+    raw_db raw(path);
+    rocksdb::ColumnFamilyHandle *f = raw.family(family);
+    rocksdb::Status st =
+        value ? raw.db->Put(rocksdb::WriteOptions(), f, key, *value)
+              : raw.db->Delete(rocksdb::WriteOptions(), f, key);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+}
+
 // ---- child processes ----------------------------------------------------
 
 struct child {
@@ -457,15 +482,8 @@ TEST(StoreTest, OpenFailsOnFingerprintMismatch) {
 TEST(StoreTest, OpenFailsOnNewerSchema) {
     testing::temp_dir dir;
     open_ok(dir.str("db")).reset();
-    {
-        raw_db raw(dir.str("db"));
-        ASSERT_TRUE(raw.db
-                        ->Put(rocksdb::WriteOptions(),
-                              raw.family(internal::kMetaFamily),
-                              internal::kMetaSchemaVersion,
-                              internal::encode_u32(kSchemaVersion + 1))
-                        .ok());
-    }
+    damage(dir.str("db"), internal::kMetaFamily, internal::kMetaSchemaVersion,
+           internal::encode_u32(kSchemaVersion + 1));
     auto r = store::open(dir.str("db"), open_options());
     ASSERT_FALSE(r.is_ok());
     EXPECT_EQ(r.error().code(), error_code::mismatch);
@@ -517,15 +535,8 @@ TEST(CodecTest, PersonEntriesRoundTripAndCorruptValuesAreRejected) {
 TEST(StoreTest, OpenFailsOnOlderSchemaNamingBothVersions) {
     testing::temp_dir dir;
     open_ok(dir.str("db")).reset();
-    {
-        raw_db raw(dir.str("db"));
-        ASSERT_TRUE(raw.db
-                        ->Put(rocksdb::WriteOptions(),
-                              raw.family(internal::kMetaFamily),
-                              internal::kMetaSchemaVersion,
-                              internal::encode_u32(kSchemaVersion - 1))
-                        .ok());
-    }
+    damage(dir.str("db"), internal::kMetaFamily, internal::kMetaSchemaVersion,
+           internal::encode_u32(kSchemaVersion - 1));
     auto r = store::open(dir.str("db"), open_options());
     ASSERT_FALSE(r.is_ok());
     EXPECT_EQ(r.error().code(), error_code::mismatch);
@@ -695,14 +706,8 @@ TEST(StoreTest, GarbageManifestOrCurrentIsCorruption) {
 TEST(StoreTest, MissingMetaRecordIsCorruption) {
     testing::temp_dir dir;
     open_ok(dir.str("db")).reset();
-    {
-        raw_db raw(dir.str("db"));
-        ASSERT_TRUE(raw.db
-                        ->Delete(rocksdb::WriteOptions(),
-                                 raw.family(internal::kMetaFamily),
-                                 internal::kMetaDim)
-                        .ok());
-    }
+    damage(dir.str("db"), internal::kMetaFamily, internal::kMetaDim,
+           std::nullopt);
     auto r = store::open(dir.str("db"), open_options());
     ASSERT_FALSE(r.is_ok());
     EXPECT_EQ(r.error().code(), error_code::corruption);
@@ -912,31 +917,6 @@ TEST(StoreTest, ContentLookupsStayRightForAPersonWithManyFaces) {
     ASSERT_TRUE(s->remove_person("crowd").is_ok());
     EXPECT_EQ(s->has_contents(keys).value(), std::vector<bool>(4, false));
     EXPECT_TRUE(s->has_content("other", hash_of(total + 1)));
-}
-
-// Creates a database at `path` holding `batches`, one put_batch each,
-// and returns their ids batch by batch.
-std::vector<std::vector<uint64_t>> create_with(
-    const std::string &path,
-    const std::vector<std::vector<face_record>> &batches) {
-    std::vector<std::vector<uint64_t>> ids;
-    auto s = open_ok(path);
-    for (const auto &batch : batches)
-        ids.push_back(s ? put_ok(*s, batch) : std::vector<uint64_t>());
-    return ids;
-}
-
-// Damages a closed database as a failing disk or a stray tool would:
-// puts `value` at `key` of `family` with plain RocksDB, or deletes the
-// key when there is no value.
-void damage(const std::string &path, const char *family, const std::string &key,
-            std::optional<std::string> value) {
-    raw_db raw(path);
-    rocksdb::ColumnFamilyHandle *f = raw.family(family);
-    rocksdb::Status st =
-        value ? raw.db->Put(rocksdb::WriteOptions(), f, key, *value)
-              : raw.db->Delete(rocksdb::WriteOptions(), f, key);
-    EXPECT_TRUE(st.ok()) << st.ToString();
 }
 
 // The persons records of `person`, decoded: last id -> entry ids.
